@@ -1,0 +1,61 @@
+"""Build an `EngineCore` from an `EngineSpec` (picklable, so the engine process can build its own)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+
+import torch
+
+from jongleur.engine.config import EngineConfig
+from jongleur.engine.protocol import EngineInfo
+
+log = logging.getLogger("jongleur.engine")
+
+
+@dataclass(frozen=True)
+class EngineSpec:
+    model_path: str
+    model_name: str
+    config: EngineConfig = field(default_factory=EngineConfig)
+    cache_dir: str | None = None  # where converted weights and tokenizers are cached
+    structured_output: bool = True
+
+
+def build_engine(spec: EngineSpec):  # -> tuple[EngineCore, EngineInfo]
+    from jongleur.engine.core import EngineCore, resolve_dtype
+    from jongleur.models.loader import load_model
+    from jongleur.tokenizer import Tokenizer
+
+    started = time.monotonic()
+    config = spec.config
+    if config.num_threads:
+        torch.set_num_threads(config.num_threads)
+    torch.manual_seed(config.seed)
+    device = torch.device(config.device)
+    dtype = resolve_dtype(config.dtype, device)
+    loaded = load_model(spec.model_path, dtype=dtype, device=device, cache_dir=spec.cache_dir)
+    tokenizer = Tokenizer.from_path(spec.model_path, cache_dir=spec.cache_dir)
+    eos = tuple(dict.fromkeys([*loaded.config.eos_token_ids, *tokenizer.eos_token_ids]))
+    compiler = None
+    if spec.structured_output:
+        from jongleur.engine.structured import GrammarCompiler
+
+        compiler = GrammarCompiler(tokenizer.hf_tokenizer, loaded.config.vocab_size, eos)
+    core = EngineCore(loaded.model, config, eos, vocab_size=loaded.config.vocab_size, grammar_compiler=compiler)
+    info = EngineInfo(
+        model_name=spec.model_name,
+        architecture=loaded.config.architecture,
+        vocab_size=loaded.config.vocab_size,
+        max_model_len=core.max_model_len,
+        eos_token_ids=eos,
+        dtype=str(dtype).removeprefix("torch."),
+        kv_block_size=config.block_size,
+        kv_num_blocks=core.kv.num_blocks,
+    )
+    log.info(
+        "engine ready: %s (%s, %s) in %.1fs, %d KV blocks of %d tokens",
+        spec.model_name, info.architecture, info.dtype, time.monotonic() - started, info.kv_num_blocks, config.block_size,
+    )
+    return core, info
