@@ -243,3 +243,23 @@ def test_integrity_detects_leaks_and_bad_refcounts() -> None:
     kv.pool.blocks[a.block_table[1]].ref_count += 1
     with pytest.raises(KVIntegrityError):
         kv.check_integrity([a, b])
+
+
+def test_sequence_token_views() -> None:
+    from jongleur.engine.sequence import SequenceStatus, sequences_from_request
+    from jongleur.engine.types import EngineRequest
+
+    seq = make_seq([1, 2, 3])
+    outputs = seq.output_token_ids
+    seq.append_token(4)
+    seq.append_token(5)
+    assert seq.output_token_ids is outputs  # appended in place
+    assert seq.all_token_ids == [1, 2, 3, 4, 5] and seq.num_tokens == 5 and seq.num_prompt_tokens == 3
+    for start, stop in [(0, 2), (0, 5), (1, 4), (3, 5), (4, 5), (2, 3)]:
+        assert seq.token_range(start, stop) == seq.all_token_ids[start:stop]
+    assert seq.num_pending_tokens == 5 and not seq.is_finished and not seq.is_preempted
+    request = EngineRequest("r", [7, 8], SamplingParams(n=3), tenant="t", cache_salt="s")
+    seqs = sequences_from_request(request)
+    assert [s.index for s in seqs] == [0, 1, 2] and len({s.seq_id for s in seqs}) == 3
+    assert all(s.status is SequenceStatus.WAITING and s.cache_salt == "s" for s in seqs)
+    assert seqs[0].prompt_token_ids is not seqs[1].prompt_token_ids
