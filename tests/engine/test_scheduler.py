@@ -13,7 +13,7 @@ import zlib
 
 import pytest
 
-from jongleur.engine.errors import CapacityError, RequestTooLargeError
+from jongleur.engine.errors import CapacityError, InvalidRequestError, RequestTooLargeError
 from jongleur.engine.fair_share import FairShare
 from jongleur.engine.kv_cache import KVCacheManager
 from jongleur.engine.scheduler import Scheduler, SchedulerConfig, SchedulerOutput
@@ -138,6 +138,9 @@ def test_rejects_requests_that_can_never_fit() -> None:
         sim.add(60, max_tokens=10)  # over max_model_len
     with pytest.raises(RequestTooLargeError):
         sim.add(30, max_tokens=10)  # 39 tokens of KV > 32 in the pool
+    for bad_weight in (0.0, -1.0, float("nan"), float("inf")):
+        with pytest.raises(InvalidRequestError):
+            sim.add(4, weight=bad_weight)
     sim.add(30, max_tokens=3)  # 32 tokens of KV: fits exactly
     assert sim.sched.num_waiting == 1
     sim.run()

@@ -17,6 +17,7 @@ first choice's prompt is computed, then hit the prefix cache for every full prom
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence as SequenceLike
 from dataclasses import dataclass, field
 
@@ -118,8 +119,8 @@ class Scheduler:
         for seq in seqs:
             if seq.num_prompt_tokens == 0:
                 raise InvalidRequestError("the prompt is empty", param="prompt")
-            if not seq.tenant_weight > 0:
-                raise InvalidRequestError("tenant_weight must be positive", param="tenant_weight")
+            if not (math.isfinite(seq.tenant_weight) and seq.tenant_weight > 0):
+                raise InvalidRequestError("tenant_weight must be a positive number", param="tenant_weight")
             total = seq.num_tokens + seq.sampling.max_tokens
             if total > self.config.max_model_len:
                 raise RequestTooLargeError(
