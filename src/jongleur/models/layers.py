@@ -1,0 +1,115 @@
+"""Building blocks shared by the architectures: RMSNorm, rotary embeddings, gated MLP.
+
+Numerics follow Hugging Face `transformers` (norms in float32, RoPE tables in float32 cast to the
+activation dtype) so that fp32 runs match it to rounding. Modules hold no buffers: a model can be
+built on the `meta` device and receive its weights with `load_state_dict(assign=True)`.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class RMSNorm(nn.Module):
+    """Llama-style RMSNorm: `weight * normalize(x)`; with `unit_offset`, Gemma's `(1 + weight)`."""
+
+    def __init__(self, dim: int, eps: float, unit_offset: bool = False) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(dim) if not unit_offset else torch.zeros(dim))
+        self.eps = eps
+        self.unit_offset = unit_offset
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # [..., dim] -> [..., dim]
+        x32 = x.float()
+        x32 = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
+        if self.unit_offset:  # Gemma: scale in float32, then cast
+            return (x32 * (1.0 + self.weight.float())).type_as(x)
+        return self.weight * x32.to(x.dtype)
+
+
+def rope_inverse_frequencies(
+    head_dim: int, theta: float, scaling: dict | None, freq_factors: tuple[float, ...] | None = None
+) -> torch.Tensor:
+    """[head_dim // 2] float32 inverse frequencies, with HF's `linear` and `llama3` scalings.
+
+    `freq_factors` are llama.cpp's precomputed `rope_freqs` divisors (llama 3.1 GGUFs).
+    """
+    inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.int64, device="cpu").float() / head_dim))
+    rope_type = (scaling or {}).get("rope_type", (scaling or {}).get("type", "default"))
+    if rope_type == "linear":
+        inv_freq = inv_freq / float(scaling["factor"])  # type: ignore[index]
+    elif rope_type == "llama3":
+        inv_freq = _llama3_frequencies(inv_freq, scaling)  # type: ignore[arg-type]
+    elif rope_type != "default":
+        raise ValueError(f"unsupported rope scaling type {rope_type!r} (supported: default, linear, llama3)")
+    if freq_factors is not None:
+        inv_freq = inv_freq / torch.tensor(freq_factors, dtype=torch.float32, device="cpu")
+    return inv_freq
+
+
+def _llama3_frequencies(inv_freq: torch.Tensor, scaling: dict) -> torch.Tensor:
+    factor = float(scaling["factor"])
+    low, high = float(scaling["low_freq_factor"]), float(scaling["high_freq_factor"])
+    old_context = float(scaling["original_max_position_embeddings"])
+    low_wavelen, high_wavelen = old_context / low, old_context / high
+    wavelen = 2 * math.pi / inv_freq
+    scaled = torch.where(wavelen > low_wavelen, inv_freq / factor, inv_freq)
+    smooth = (old_context / wavelen - low) / (high - low)
+    smoothed = (1 - smooth) * scaled / factor + smooth * scaled
+    is_medium = ~(wavelen < high_wavelen) * ~(wavelen > low_wavelen)
+    return torch.where(is_medium, smoothed, scaled)
+
+
+class RotaryEmbedding:
+    """Rotate-half (neox) RoPE. `cos_sin(positions)` is computed once per step and shared by layers."""
+
+    def __init__(self, inv_freq: torch.Tensor) -> None:
+        self.inv_freq = inv_freq  # [head_dim // 2] float32 on CPU; moved per device on demand
+        self._by_device: dict[torch.device, torch.Tensor] = {}
+
+    def cos_sin(self, positions: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        inv_freq = self._by_device.get(positions.device)
+        if inv_freq is None:
+            inv_freq = self.inv_freq.to(positions.device)
+            self._by_device[positions.device] = inv_freq
+        freqs = positions.float()[:, None] * inv_freq[None, :]  # [T, D/2]
+        emb = torch.cat((freqs, freqs), dim=-1)  # [T, D]
+        return emb.cos().to(dtype), emb.sin().to(dtype)
+
+
+def _rotate_half(x: torch.Tensor) -> torch.Tensor:
+    half = x.shape[-1] // 2
+    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """x: [T, heads, D]; cos, sin: [T, D]."""
+    cos, sin = cos[:, None, :], sin[:, None, :]
+    return x * cos + _rotate_half(x) * sin
+
+
+ACTIVATIONS = {
+    "silu": F.silu,
+    "gelu_pytorch_tanh": lambda x: F.gelu(x, approximate="tanh"),
+    "gelu_tanh": lambda x: F.gelu(x, approximate="tanh"),
+}
+
+
+class GatedMLP(nn.Module):
+    """`down(act(gate(x)) * up(x))`: SwiGLU for llama, GeGLU (tanh) for Gemma."""
+
+    def __init__(self, hidden: int, intermediate: int, activation: str) -> None:
+        super().__init__()
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"unsupported activation {activation!r} (supported: {sorted(ACTIVATIONS)})")
+        self.gate_proj = nn.Linear(hidden, intermediate, bias=False)
+        self.up_proj = nn.Linear(hidden, intermediate, bias=False)
+        self.down_proj = nn.Linear(intermediate, hidden, bias=False)
+        self.act = ACTIVATIONS[activation]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # [T, hidden] -> [T, hidden]
+        return self.down_proj(self.act(self.gate_proj(x)) * self.up_proj(x))

@@ -1,0 +1,113 @@
+"""The llama family: Llama 2/3, Mistral, Qwen2/2.5 (QKV bias), tied or untied LM head.
+
+Parameter names follow Hugging Face (`model.layers.N.self_attn.q_proj.weight`, ...) so an HF
+state dict loads as is; the GGUF loader renames its tensors to these names.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from jongleur.engine.attention import AttentionMetadata, paged_attention
+from jongleur.models.base import KVSpec, ModelConfig
+from jongleur.models.layers import GatedMLP, RMSNorm, RotaryEmbedding, apply_rope, rope_inverse_frequencies
+
+KVCache = tuple[torch.Tensor, torch.Tensor]  # (k, v): [slots, kv_heads, head_dim]
+
+
+class Attention(nn.Module):
+    """Multi-head attention with GQA, optional QKV bias and optional per-head QK-norm (Gemma 3)."""
+
+    def __init__(
+        self, config: ModelConfig, sliding_window: int | None, scale: float, qk_norm: bool = False
+    ) -> None:
+        super().__init__()
+        c = config
+        self.num_heads, self.num_kv_heads, self.head_dim = c.num_heads, c.num_kv_heads, c.head_dim
+        self.q_proj = nn.Linear(c.hidden_size, c.num_heads * c.head_dim, bias=c.attention_bias)
+        self.k_proj = nn.Linear(c.hidden_size, c.num_kv_heads * c.head_dim, bias=c.attention_bias)
+        self.v_proj = nn.Linear(c.hidden_size, c.num_kv_heads * c.head_dim, bias=c.attention_bias)
+        self.o_proj = nn.Linear(c.num_heads * c.head_dim, c.hidden_size, bias=bool(c.extra.get("o_proj_bias")))
+        self.q_norm = RMSNorm(c.head_dim, c.rms_norm_eps, unit_offset=True) if qk_norm else None
+        self.k_norm = RMSNorm(c.head_dim, c.rms_norm_eps, unit_offset=True) if qk_norm else None
+        self.sliding_window = sliding_window
+        self.scale = scale
+
+    def forward(
+        self,
+        x: torch.Tensor,  # [T, hidden]
+        rope: tuple[torch.Tensor, torch.Tensor],  # cos, sin: [T, head_dim]
+        kv_cache: KVCache,
+        meta: AttentionMetadata,
+    ) -> torch.Tensor:  # [T, hidden]
+        t = x.shape[0]
+        q = self.q_proj(x).view(t, self.num_heads, self.head_dim)
+        k = self.k_proj(x).view(t, self.num_kv_heads, self.head_dim)
+        v = self.v_proj(x).view(t, self.num_kv_heads, self.head_dim)
+        if self.q_norm is not None and self.k_norm is not None:
+            q, k = self.q_norm(q), self.k_norm(k)
+        q, k = apply_rope(q, *rope), apply_rope(k, *rope)
+        out = paged_attention(q, k, v, kv_cache[0], kv_cache[1], meta, self.scale, self.sliding_window)
+        return self.o_proj(out.reshape(t, self.num_heads * self.head_dim))
+
+
+class LlamaDecoderLayer(nn.Module):
+    def __init__(self, config: ModelConfig, layer: int) -> None:
+        super().__init__()
+        self.self_attn = Attention(config, config.layer_window(layer), config.head_dim**-0.5)
+        self.mlp = GatedMLP(config.hidden_size, config.intermediate_size, config.hidden_activation)
+        self.input_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
+        self.post_attention_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
+
+    def forward(
+        self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor], kv_cache: KVCache, meta: AttentionMetadata
+    ) -> torch.Tensor:  # [T, hidden]
+        x = x + self.self_attn(self.input_layernorm(x), rope, kv_cache, meta)
+        return x + self.mlp(self.post_attention_layernorm(x))
+
+
+class LlamaModel(nn.Module):
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size)
+        self.layers = nn.ModuleList(LlamaDecoderLayer(config, i) for i in range(config.num_layers))
+        self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
+
+
+class LlamaForCausalLM(nn.Module):
+    """`CausalLM` for llama, mistral and qwen2 configs."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.model = LlamaModel(config)
+        self.lm_head = (
+            None if config.tie_word_embeddings else nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+        )
+        freq_factors = config.extra.get("rope_freq_factors")
+        self.rotary = RotaryEmbedding(
+            rope_inverse_frequencies(config.head_dim, config.rope_theta, config.rope_scaling, freq_factors)
+        )
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,  # [T] long
+        positions: torch.Tensor,  # [T] long
+        kv_caches: list[KVCache],
+        meta: AttentionMetadata,
+    ) -> torch.Tensor:  # [T, hidden]
+        x = self.model.embed_tokens(input_ids)
+        rope = self.rotary.cos_sin(positions, x.dtype)
+        for layer, kv_cache in zip(self.model.layers, kv_caches, strict=True):
+            x = layer(x, rope, kv_cache, meta)
+        return self.model.norm(x)
+
+    def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:  # [N, hidden] -> [N, vocab] float32
+        weight = self.model.embed_tokens.weight if self.lm_head is None else self.lm_head.weight
+        return F.linear(hidden, weight).float()
+
+    def kv_spec(self) -> KVSpec:
+        c = self.config
+        return KVSpec(num_layers=c.num_layers, num_kv_heads=c.num_kv_heads, head_dim=c.head_dim)
