@@ -1,0 +1,1 @@
+"""Ollama-compatible routes under `/api/*`; errors use Ollama's `{"error": "..."}` shape."""
