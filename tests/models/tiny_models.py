@@ -43,6 +43,11 @@ def tiny_hf_model(arch: str, seed: int = 0) -> transformers.PreTrainedModel:
     elif arch == "qwen2":
         config = transformers.Qwen2Config(**common, tie_word_embeddings=False)
         model = transformers.Qwen2ForCausalLM(config)
+    elif arch == "gemma3-gguf":  # what a GGUF can express: scale 1/sqrt(head_dim), 5 of 6 layers sliding
+        config = transformers.Gemma3TextConfig(
+            **common, head_dim=16, sliding_window=4, query_pre_attn_scalar=16, final_logit_softcapping=30.0
+        )
+        model = transformers.Gemma3ForCausalLM(config)
     elif arch == "gemma3":
         config = transformers.Gemma3TextConfig(
             **common,

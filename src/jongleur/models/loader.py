@@ -18,7 +18,7 @@ from jongleur.models.base import CausalLM, ModelConfig
 from jongleur.models.gguf_file import read_gguf
 from jongleur.models.gguf_loader import gguf_config, gguf_tensors
 from jongleur.models.hf_loader import hf_config, hf_tensors
-from jongleur.models.registry import UnsupportedArchitecture, build_model
+from jongleur.models.registry import build_model
 from jongleur.models.validation import (
     ModelLoadError,
     check_config,
@@ -68,8 +68,6 @@ def _build_on_meta(config: ModelConfig) -> nn.Module:
     try:
         with torch.device("meta"):
             return build_model(config)
-    except UnsupportedArchitecture as e:
-        raise ModelLoadError(str(e)) from e
     except ValueError as e:  # unsupported rope scaling, activation, softcapping
         raise ModelLoadError(f"unsupported model configuration: {e}") from e
 

@@ -7,6 +7,7 @@ from torch import nn
 from jongleur.models.base import ModelConfig
 from jongleur.models.gemma3 import Gemma3ForCausalLM
 from jongleur.models.llama import LlamaForCausalLM
+from jongleur.models.validation import ModelLoadError
 
 # Registry key (ModelConfig.architecture) -> module class.
 MODEL_CLASSES: dict[str, type[nn.Module]] = {
@@ -29,7 +30,7 @@ HF_ARCHITECTURES: dict[str, str] = {
 }
 
 
-class UnsupportedArchitecture(ValueError):
+class UnsupportedArchitecture(ModelLoadError):
     """The file names an architecture this engine does not implement."""
 
 
