@@ -131,11 +131,9 @@ class EngineCore:
         state = self._requests.pop(request_id, None)
         if state is None:
             return []
-        self.scheduler.abort(request_id)
         return [
             EngineOutput(request_id, seq.index, [], finish_reason=FinishReason.ABORT, num_prompt_tokens=seq.num_prompt_tokens)
-            for seq in state.seqs
-            if not seq.is_finished
+            for seq in self.scheduler.abort(request_id)
         ]
 
     def abort_expired(self) -> list[EngineOutput]:
