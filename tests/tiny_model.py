@@ -49,17 +49,17 @@ def make_tiny_model_dir(path: Path, arch: str = "llama", seed: int = 0, max_posi
     vocab = tokenizer.get_vocab_size()
     tokenizer.save(str(path / "tokenizer.json"))
     eos_id = tokenizer.token_to_id("<|im_end|>")
-    common = dict(
-        vocab_size=vocab,
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=max_position_embeddings,
-        eos_token_id=eos_id,
-        bos_token_id=tokenizer.token_to_id("<|endoftext|>"),
-    )
+    common = {
+        "vocab_size": vocab,
+        "hidden_size": 64,
+        "intermediate_size": 128,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "max_position_embeddings": max_position_embeddings,
+        "eos_token_id": eos_id,
+        "bos_token_id": tokenizer.token_to_id("<|endoftext|>"),
+    }
     torch.manual_seed(seed)
     if arch == "llama":
         config = transformers.LlamaConfig(**common, head_dim=16, tie_word_embeddings=False)

@@ -71,9 +71,9 @@ def qwen_gguf(cache_dir: Path | None = None, progress: bool = True) -> Path:
     """Assemble (once) and return the verified Qwen2.5-Coder-0.5B-Instruct GGUF."""
     target = (cache_dir or default_cache_dir()) / QWEN_FILE
     stamp = target.with_suffix(".sha256")
-    if target.exists() and stamp.exists() and stamp.read_text().strip() == QWEN_SHA256:
-        if stamp.stat().st_mtime >= target.stat().st_mtime:
-            return target
+    fresh = target.exists() and stamp.exists() and stamp.stat().st_mtime >= target.stat().st_mtime
+    if fresh and stamp.read_text().strip() == QWEN_SHA256:
+        return target
     parts = _part_paths()
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_suffix(".partial")

@@ -23,10 +23,21 @@ class EngineSpec:
     structured_output: bool = True
 
 
+def load_tokenizer(path: str, cache_dir: str | None = None):  # -> jongleur.tokenizer.Tokenizer
+    """The tokenizer that belongs to a GGUF file or an HF folder."""
+    from pathlib import Path
+
+    from jongleur.tokenizer import Tokenizer
+
+    source = Path(path)
+    if source.is_dir():
+        return Tokenizer.from_hf_dir(source)
+    return Tokenizer.from_gguf(source, cache_dir=Path(cache_dir) / "tokenizers" if cache_dir else None)
+
+
 def build_engine(spec: EngineSpec):  # -> tuple[EngineCore, EngineInfo]
     from jongleur.engine.core import EngineCore, resolve_dtype
     from jongleur.models.loader import load_model
-    from jongleur.tokenizer import Tokenizer
 
     started = time.monotonic()
     config = spec.config
@@ -36,13 +47,13 @@ def build_engine(spec: EngineSpec):  # -> tuple[EngineCore, EngineInfo]
     device = torch.device(config.device)
     dtype = resolve_dtype(config.dtype, device)
     loaded = load_model(spec.model_path, dtype=dtype, device=device, cache_dir=spec.cache_dir)
-    tokenizer = Tokenizer.from_path(spec.model_path, cache_dir=spec.cache_dir)
+    tokenizer = load_tokenizer(spec.model_path, spec.cache_dir)
     eos = tuple(dict.fromkeys([*loaded.config.eos_token_ids, *tokenizer.eos_token_ids]))
     compiler = None
     if spec.structured_output:
         from jongleur.engine.structured import GrammarCompiler
 
-        compiler = GrammarCompiler(tokenizer.hf_tokenizer, loaded.config.vocab_size, eos)
+        compiler = GrammarCompiler(tokenizer.backend, loaded.config.vocab_size, eos)
     core = EngineCore(loaded.model, config, eos, vocab_size=loaded.config.vocab_size, grammar_compiler=compiler)
     info = EngineInfo(
         model_name=spec.model_name,

@@ -63,7 +63,7 @@ def _handle(core: EngineCore, message: object, outbox: Any) -> bool:
             else:
                 raise EngineError(f"unknown query {message.what!r}")
             outbox.put(QueryResult(message.query_id, value))
-        except Exception as exc:  # an integrity failure is reported, not fatal
+        except Exception as exc:  # noqa: BLE001 - an integrity failure is reported, not fatal
             outbox.put(QueryResult(message.query_id, None, WireError(type(exc).__name__, str(exc))))
     elif isinstance(message, Shutdown):
         return False
