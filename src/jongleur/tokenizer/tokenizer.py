@@ -85,6 +85,7 @@ class Tokenizer:
         self._special_ids = {t.content: i for i, t in added.items() if t.special}
         self._all_special_ids = tuple(sorted(self._special_ids.values()))
         self._marker_re_cache: re.Pattern[str] | None = None
+        self._vocab_size = int(backend.get_vocab_size(with_added_tokens=True))  # ~6 ms a call: keep it
 
     # --- construction -------------------------------------------------------------------------
     @classmethod
@@ -192,7 +193,7 @@ class Tokenizer:
 
     @property
     def vocab_size(self) -> int:
-        return int(self._backend.get_vocab_size(with_added_tokens=True))
+        return self._vocab_size
 
     @property
     def bos_token_id(self) -> int | None:
@@ -253,6 +254,11 @@ def _read_json(path: Path) -> dict[str, Any]:
     except (OSError, ValueError):
         return {}
     return data if isinstance(data, dict) else {}
+
+
+def gguf_identity(path: str | Path, cache_dir: Path | None = None) -> str:
+    """The digest a GGUF file's tokenizer is cached under (SHA-256 of its metadata section)."""
+    return _gguf_identity(Path(path), TokenizerCache(cache_dir))[0]
 
 
 def _gguf_identity(path: Path, cache: TokenizerCache) -> tuple[str, GgufTokenizerMetadata | None]:
