@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -155,18 +155,27 @@ class Tokenizer:
 
     encode_text = encode
 
-    def encode_prompt(self, text: str, add_special_tokens: bool = False) -> list[int]:
+    def encode_prompt(self, text: str, add_special_tokens: bool = False,
+                      restore: Callable[[str], str] | None = None) -> list[int]:
         """Token ids of trusted text (a rendered template): its special-token strings become
-        control tokens. Never pass user text here; `ChatTemplate.render_ids` shields it."""
+        control tokens. The text between them goes through `restore` (which turns a chat
+        template's placeholders back into user text) and is encoded as plain text. Never pass
+        user text here; `ChatTemplate.render_ids` is the way to tokenize a chat."""
         ids: list[int] = []
         pos = 0
+
+        def plain(segment: str) -> None:
+            if restore is not None:
+                segment = restore(segment)
+            ids.extend(self._backend.encode(segment, add_special_tokens=False).ids)
+
         for match in self._marker_re.finditer(text) if self._special_ids else ():
             if match.start() > pos:
-                ids += self._backend.encode(text[pos:match.start()], add_special_tokens=False).ids
+                plain(text[pos:match.start()])
             ids.append(self._special_ids[match.group()])
             pos = match.end()
         if pos < len(text):
-            ids += self._backend.encode(text[pos:], add_special_tokens=False).ids
+            plain(text[pos:])
         return self._add_specials(ids) if add_special_tokens else ids
 
     @property
