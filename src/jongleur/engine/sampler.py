@@ -19,11 +19,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING
 
 import torch
 
 from jongleur.engine.types import SamplingParams, TokenLogprob
+
+if TYPE_CHECKING:
+    from jongleur.engine.structured import GrammarMatcher
 
 # Logprobs of impossible tokens (-inf) and of rows that are entirely -inf are reported as this
 # finite floor (the convention of vLLM / OpenAI), so that no NaN or Infinity reaches JSON.
@@ -31,15 +34,6 @@ LOGPROB_FLOOR = -9999.0
 # First candidate-set size tried for top-p without top-k; grows x16 until it covers top_p mass.
 _TOP_P_FIRST_CANDIDATES = 64
 _SEED_MASK = (1 << 64) - 1
-
-
-class TokenConstraint(Protocol):
-    """What the sampler needs from a grammar matcher (see `structured.GrammarMatcher`)."""
-
-    def fill_bitmask(self, out: torch.Tensor) -> None:
-        """Write the allowed next tokens into `out`, an int32 row of ceil(vocab/32) words
-        (token t is bit t % 32 of word t // 32)."""
-        ...
 
 
 @dataclass
@@ -56,7 +50,7 @@ class SamplingState:
     output_token_ids: list[int]
     eos_token_ids: tuple[int, ...]
     generator: torch.Generator | None = None
-    grammar: TokenConstraint | None = None
+    grammar: GrammarMatcher | None = None
     _penalties: _PenaltyTracker | None = field(default=None, init=False, repr=False)
     _bias: tuple[torch.Tensor, torch.Tensor] | None = field(default=None, init=False, repr=False)
 
@@ -67,7 +61,7 @@ class SamplingState:
         prompt_ids: list[int],
         output_ids: list[int],
         eos_ids: tuple[int, ...] | list[int],
-        grammar: TokenConstraint | None = None,
+        grammar: GrammarMatcher | None = None,
         seed_offset: int = 0,
     ) -> SamplingState:
         """`seed_offset` is the choice index for n > 1: choice i is seeded with seed + i, so the
@@ -160,6 +154,8 @@ class Sampler:
     def __call__(self, logits: torch.Tensor, states: list[SamplingState]) -> SampleResult:
         """`logits` [N, V'] float32 with V' >= vocab_size, one row per state. Not modified."""
         n = len(states)
+        if n == 0:
+            return SampleResult([], [])
         if logits.dim() != 2 or logits.shape[0] != n or logits.shape[1] < self.vocab_size:
             raise ValueError(f"logits shape {tuple(logits.shape)} does not fit {n} rows x {self.vocab_size}")
         raw = logits[:, : self.vocab_size].float()  # a view unless the dtype differs
@@ -169,7 +165,7 @@ class Sampler:
         if len(plain) == n:
             tokens = raw.argmax(dim=-1)
         elif plain:
-            tokens[plain] = raw[plain].argmax(dim=-1)
+            tokens[plain] = raw.index_select(0, torch.tensor(plain)).argmax(dim=-1)
         rest = [i for i, s in enumerate(states) if not (s.params.greedy and not s.needs_processing)]
         if rest:
             tokens[rest] = self._sample_processed(raw, rest, [states[i] for i in rest])
