@@ -145,7 +145,10 @@ class Background:
         while not self._stop:
             i = self._next
             self._next += 1
-            self.results.append(await stream_chat(self.client, self.target, self.make_body(i)))
+            result = await stream_chat(self.client, self.target, self.make_body(i))
+            self.results.append(result)
+            if not result.ok:
+                await asyncio.sleep(0.2)  # a failing server must not turn this into a busy loop
 
     def start(self) -> None:
         self._tasks = [asyncio.create_task(self._worker()) for _ in range(self.concurrency)]
