@@ -1,0 +1,95 @@
+"""Hermes tool-call parsing: complete and streamed (split at every point) agree; markup never leaks."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from jongleur.tokenizer.tool_calls import HermesToolParser, ParsedOutput, tool_parser_for
+
+CALL_A = '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris", "unit": "°C"}}\n</tool_call>'
+CALL_B = '<tool_call>\n{"name": "search", "arguments": {"q": "<tool_call> inside a string 🎉"}}\n</tool_call>'
+CASES = {
+    "plain": ("Just text, no calls. <tool but not a tag", "Just text, no calls. <tool but not a tag", []),
+    "one_call": (CALL_A, "", [("get_weather", {"city": "Paris", "unit": "°C"})]),
+    "two_calls": (CALL_A + "\n" + CALL_B, "", [
+        ("get_weather", {"city": "Paris", "unit": "°C"}),
+        ("search", {"q": "<tool_call> inside a string 🎉"}),
+    ]),
+    "content_around": ("Let me check.\n" + CALL_A + "\n\nDone.  ", "Let me check.\nDone.  ",
+                       [("get_weather", {"city": "Paris", "unit": "°C"})]),
+    "malformed": ("a <tool_call>\n{not json}\n</tool_call> b", "a <tool_call>\n{not json}\n</tool_call> b", []),
+    "no_name": ('<tool_call>{"arguments": {}}</tool_call>', '<tool_call>{"arguments": {}}</tool_call>', []),
+    "unterminated_valid": ('<tool_call>\n{"name": "f", "arguments": {}}', "", [("f", {})]),
+    "unterminated_broken": ('x <tool_call>\n{"name": "f", "argu', 'x <tool_call>\n{"name": "f", "argu', []),
+    "string_arguments": ('<tool_call>{"name": "f", "arguments": "{\\"a\\": 1}"}</tool_call>', "", [("f", {"a": 1})]),
+    "partial_tag_at_end": ("text <tool_ca", "text <tool_ca", []),
+    "whitespace_only": ("  \n ", "  \n ", []),
+}
+
+
+def _summary(result: ParsedOutput) -> tuple[str, list[tuple[str, object]]]:
+    return result.content, [(c.name, json.loads(c.arguments)) for c in result.tool_calls]
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_parse_complete(name: str) -> None:
+    text, content, calls = CASES[name]
+    result = HermesToolParser().parse(text)
+    assert _summary(result) == (content, calls)
+    assert all(c.id.startswith("call_") for c in result.tool_calls)
+    assert len({c.id for c in result.tool_calls}) == len(result.tool_calls)
+
+
+def _stream(text: str, cuts: list[int]) -> tuple[str, list[tuple[str, object]], list[str]]:
+    stream = HermesToolParser().stream()
+    pieces, content, calls = [], "", {}
+    bounds = [0, *cuts, len(text)]
+    deltas = [stream.feed(text[a:b]) for a, b in zip(bounds, bounds[1:], strict=False)] + [stream.finish()]
+    for delta in deltas:
+        pieces.append(delta.content)
+        content += delta.content
+        for call in delta.tool_calls:
+            entry = calls.setdefault(call.index, {"name": "", "arguments": ""})
+            entry["name"] += call.name or ""
+            entry["arguments"] += call.arguments
+    ordered = [(calls[i]["name"], json.loads(calls[i]["arguments"])) for i in sorted(calls)]
+    return content, ordered, pieces
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_streaming_split_at_every_point_matches(name: str) -> None:
+    text, content, calls = CASES[name]
+    for cut in range(len(text) + 1):
+        got_content, got_calls, _ = _stream(text, [cut])
+        assert (got_content, got_calls) == (content, calls), cut
+    got_content, got_calls, _ = _stream(text, list(range(1, len(text))))  # one character at a time
+    assert (got_content, got_calls) == (content, calls)
+
+
+def test_markup_never_leaks_into_streamed_content() -> None:
+    text = "Sure." + CALL_A + CALL_B + "ok"
+    _, _, pieces = _stream(text, list(range(1, len(text))))
+    streamed = "".join(pieces)
+    assert "<tool" not in streamed and "tool_call>" not in streamed and streamed == "Sure.\nok"
+
+
+def test_openai_delta_shape_and_registry() -> None:
+    stream = tool_parser_for("qwen2").stream()
+    delta = stream.feed(CALL_A)
+    [call] = delta.tool_calls
+    shaped = call.to_openai()
+    assert shaped["index"] == 0 and shaped["type"] == "function" and shaped["id"].startswith("call_")
+    assert shaped["function"]["name"] == "get_weather"
+    assert json.loads(shaped["function"]["arguments"]) == {"city": "Paris", "unit": "°C"}
+    assert tool_parser_for(None).name == "hermes"
+    with pytest.raises(ValueError, match="unknown tool parser"):
+        tool_parser_for(parser="nope")
+
+
+def test_hostile_bodies_do_not_crash() -> None:
+    deep = "<tool_call>" + "[" * 100_000 + "</tool_call>"
+    assert HermesToolParser().parse(deep).content == deep
+    long_body = "<tool_call>" + "x" * 200_000
+    assert HermesToolParser().parse(long_body).content == long_body
