@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 
 import pytest
@@ -46,7 +47,7 @@ def _stream(text: str, cuts: list[int]) -> tuple[str, list[tuple[str, object]], 
     stream = HermesToolParser().stream()
     pieces, content, calls = [], "", {}
     bounds = [0, *cuts, len(text)]
-    deltas = [stream.feed(text[a:b]) for a, b in zip(bounds, bounds[1:], strict=False)] + [stream.finish()]
+    deltas = [stream.feed(text[a:b]) for a, b in itertools.pairwise(bounds)] + [stream.finish()]
     for delta in deltas:
         pieces.append(delta.content)
         content += delta.content

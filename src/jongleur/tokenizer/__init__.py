@@ -5,7 +5,12 @@
 `tool_parser_for` (hermes-style tool calls, complete and streaming).
 """
 
-from jongleur.tokenizer.chat_template import ChatTemplate, ChatTemplateError, RenderedPrompt, default_template_for
+from jongleur.tokenizer.chat_template import (
+    ChatTemplate,
+    ChatTemplateError,
+    RenderedPrompt,
+    default_template_for,
+)
 from jongleur.tokenizer.detokenizer import DetokenizerDelta, IncrementalDetokenizer
 from jongleur.tokenizer.stop_strings import StopAutomaton
 from jongleur.tokenizer.tokenizer import Tokenizer, TokenizerInfo, gguf_identity
