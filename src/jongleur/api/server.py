@@ -12,7 +12,7 @@ from types import FrameType
 
 import uvicorn
 
-from jongleur.api.app import create_app
+from jongleur.api.app import ModelLoader, create_app
 from jongleur.api.lifecycle import Lifecycle
 from jongleur.api.loading import make_loader
 from jongleur.api.model_registry import ModelRegistry
@@ -41,10 +41,13 @@ class DrainingServer(uvicorn.Server):
         return await super().on_tick(counter)
 
 
-def serve(settings: Settings) -> None:
+def serve(settings: Settings, registry: ModelRegistry | None = None, loader: ModelLoader | None = None) -> None:
+    """Serve until SIGTERM. `registry`/`loader` default to loading the configured models."""
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     lifecycle = Lifecycle(settings.drain_grace_s)
-    app = create_app(settings, ModelRegistry(), make_loader(settings), lifecycle=lifecycle)
+    if registry is None and loader is None:
+        loader = make_loader(settings)
+    app = create_app(settings, registry or ModelRegistry(), loader, lifecycle=lifecycle)
     config = uvicorn.Config(
         app, host=settings.host, port=settings.port, log_level=settings.log_level, lifespan="on",
         timeout_graceful_shutdown=2, timeout_keep_alive=5, h11_max_incomplete_event_size=64 * 1024,

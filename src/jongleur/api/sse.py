@@ -12,6 +12,7 @@ import json
 from collections.abc import AsyncIterator
 from typing import Any
 
+from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 DONE = b"data: [DONE]\n\n"
@@ -26,18 +27,17 @@ def ndjson_line(payload: Any) -> bytes:
     return (json.dumps(payload, ensure_ascii=False) + "\n").encode()
 
 
-class StreamResponse:
+class StreamResponse(Response):
     def __init__(self, chunks: AsyncIterator[bytes], media_type: str, status_code: int = 200) -> None:
+        super().__init__(status_code=status_code, media_type=media_type)
         self.chunks = chunks
-        self.media_type = media_type
-        self.status_code = status_code
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         await send({
             "type": "http.response.start",
             "status": self.status_code,
             "headers": [
-                (b"content-type", self.media_type.encode()),
+                (b"content-type", (self.media_type or "").encode()),
                 (b"cache-control", b"no-cache"),
                 (b"x-accel-buffering", b"no"),
             ],
