@@ -11,11 +11,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from api.fakes import fake_model  # noqa: E402
-
-from jongleur.api.model_registry import ModelRegistry  # noqa: E402
-from jongleur.api.server import serve  # noqa: E402
-from jongleur.config import Settings  # noqa: E402
+from api.fakes import fake_model
+from jongleur.api.model_registry import ModelRegistry
+from jongleur.api.server import serve
+from jongleur.config import Settings
 
 
 def main() -> None:
