@@ -13,7 +13,13 @@ from torch import nn
 
 from jongleur.engine.attention import AttentionMetadata
 from jongleur.models.base import KVSpec, ModelConfig
-from jongleur.models.layers import GatedMLP, RMSNorm, RotaryEmbedding, rope_inverse_frequencies
+from jongleur.models.layers import (
+    Embedding,
+    GatedMLP,
+    RMSNorm,
+    RotaryEmbedding,
+    rope_inverse_frequencies,
+)
 from jongleur.models.llama import Attention, KVCache
 
 
@@ -42,7 +48,7 @@ class Gemma3DecoderLayer(nn.Module):
 class Gemma3Model(nn.Module):
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
-        self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size)
+        self.embed_tokens = Embedding(config.vocab_size, config.hidden_size)
         self.layers = nn.ModuleList(Gemma3DecoderLayer(config, i) for i in range(config.num_layers))
         self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps, unit_offset=True)
 

@@ -12,7 +12,15 @@ from torch import nn
 
 from jongleur.engine.attention import AttentionMetadata, paged_attention
 from jongleur.models.base import KVSpec, ModelConfig
-from jongleur.models.layers import GatedMLP, RMSNorm, RotaryEmbedding, apply_rope, rope_inverse_frequencies
+from jongleur.models.layers import (
+    Embedding,
+    GatedMLP,
+    Linear,
+    RMSNorm,
+    RotaryEmbedding,
+    apply_rope,
+    rope_inverse_frequencies,
+)
 
 KVCache = tuple[torch.Tensor, torch.Tensor]  # (k, v): [slots, kv_heads, head_dim]
 
@@ -26,10 +34,10 @@ class Attention(nn.Module):
         super().__init__()
         c = config
         self.num_heads, self.num_kv_heads, self.head_dim = c.num_heads, c.num_kv_heads, c.head_dim
-        self.q_proj = nn.Linear(c.hidden_size, c.num_heads * c.head_dim, bias=c.attention_bias)
-        self.k_proj = nn.Linear(c.hidden_size, c.num_kv_heads * c.head_dim, bias=c.attention_bias)
-        self.v_proj = nn.Linear(c.hidden_size, c.num_kv_heads * c.head_dim, bias=c.attention_bias)
-        self.o_proj = nn.Linear(c.num_heads * c.head_dim, c.hidden_size, bias=bool(c.extra.get("o_proj_bias")))
+        self.q_proj = Linear(c.hidden_size, c.num_heads * c.head_dim, bias=c.attention_bias)
+        self.k_proj = Linear(c.hidden_size, c.num_kv_heads * c.head_dim, bias=c.attention_bias)
+        self.v_proj = Linear(c.hidden_size, c.num_kv_heads * c.head_dim, bias=c.attention_bias)
+        self.o_proj = Linear(c.num_heads * c.head_dim, c.hidden_size, bias=bool(c.extra.get("o_proj_bias")))
         self.q_norm = RMSNorm(c.head_dim, c.rms_norm_eps, unit_offset=True) if qk_norm else None
         self.k_norm = RMSNorm(c.head_dim, c.rms_norm_eps, unit_offset=True) if qk_norm else None
         self.sliding_window = sliding_window
@@ -71,7 +79,7 @@ class LlamaDecoderLayer(nn.Module):
 class LlamaModel(nn.Module):
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
-        self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size)
+        self.embed_tokens = Embedding(config.vocab_size, config.hidden_size)
         self.layers = nn.ModuleList(LlamaDecoderLayer(config, i) for i in range(config.num_layers))
         self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
 
@@ -84,7 +92,7 @@ class LlamaForCausalLM(nn.Module):
         self.config = config
         self.model = LlamaModel(config)
         self.lm_head = (
-            None if config.tie_word_embeddings else nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+            None if config.tie_word_embeddings else Linear(config.hidden_size, config.vocab_size, bias=False)
         )
         freq_factors = config.extra.get("rope_freq_factors")
         self.rotary = RotaryEmbedding(

@@ -4,7 +4,7 @@ Layout of the cache directory:
 
 - `<source-sha256[:32]>-<dtype>.safetensors`: the converted state dict (HF names, final dtype);
 - `<source-sha256[:32]>-<dtype>.json`: its manifest (source SHA-256, dtype, SHA-256 of the
-  safetensors file), written last, so an entry without a manifest is never used;
+  safetensors file, as `chunked_digest`), written last, so an entry without a manifest is never used;
 - `sources/<sha256(path)[:32]>.json`: (size, mtime_ns) -> SHA-256 of a source file, so a warm load
   does not re-hash a file that has not changed.
 
@@ -19,6 +19,7 @@ import hashlib
 import json
 import logging
 import os
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
@@ -27,8 +28,9 @@ from tqdm import tqdm
 
 log = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 _CHUNK = 8 << 20
+_PIECE = 64 << 20
 
 
 def default_cache_dir() -> Path:
@@ -45,6 +47,25 @@ def sha256_file(path: Path, progress: bool = False) -> str:
             digest.update(block)
             bar.update(len(block))
     return digest.hexdigest()
+
+
+def chunked_digest(path: Path) -> str:
+    """SHA-256 over the SHA-256s of 64 MiB chunks, hashed on several threads (hashlib drops the GIL)."""
+    size = path.stat().st_size
+
+    def chunk(start: int) -> bytes:
+        with path.open("rb") as f:
+            f.seek(start)
+            digest = hashlib.sha256()
+            remaining = min(_PIECE, size - start)
+            while remaining > 0 and (block := f.read(min(_CHUNK, remaining))):
+                digest.update(block)
+                remaining -= len(block)
+            return digest.digest()
+
+    with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
+        parts = list(pool.map(chunk, range(0, size, _PIECE)))
+    return hashlib.sha256(b"".join(parts)).hexdigest()
 
 
 def _write_json_atomic(path: Path, data: dict) -> None:
@@ -96,7 +117,7 @@ class WeightCache:
                 and manifest.get("source_sha256") == digest
                 and manifest.get("dtype") == _dtype_name(dtype)
                 and weights.stat().st_size == manifest.get("size")
-                and sha256_file(weights) == manifest.get("sha256")
+                and chunked_digest(weights) == manifest.get("sha256")
             )
             if not ok:
                 log.warning("weight cache entry %s is stale or corrupt; converting again", weights.name)
@@ -114,7 +135,7 @@ class WeightCache:
             self.root.mkdir(parents=True, exist_ok=True)
             tmp = weights.with_name(f".{weights.name}.{os.getpid()}.tmp")
             save_file({k: v.contiguous() for k, v in state.items()}, str(tmp))
-            content = sha256_file(tmp)
+            content = chunked_digest(tmp)
             size = tmp.stat().st_size
             os.replace(tmp, weights)
             _write_json_atomic(
