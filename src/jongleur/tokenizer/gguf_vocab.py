@@ -177,7 +177,10 @@ def build_tokenizer_json(meta: GgufTokenizerMetadata) -> str:
 def build_with_transformers(path: str) -> str:
     """Fallback: transformers' own GGUF conversion (slow: 10-20 s), as tokenizer.json text."""
     try:
-        from transformers.integrations.gguf import convert_gguf_tokenizer, get_gguf_tokenizer
+        from transformers.integrations.gguf import (  # type: ignore[attr-defined]
+            convert_gguf_tokenizer,
+            get_gguf_tokenizer,
+        )
     except ImportError as exc:  # pragma: no cover - depends on the install
         raise UnsupportedGgufTokenizer(
             "this GGUF tokenizer type needs transformers to convert (pip install transformers)"

@@ -47,7 +47,7 @@ class TokenizerInfo:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TokenizerInfo:
-        fields = {k: data.get(k) for k in cls.__dataclass_fields__ if k in data}
+        fields: dict[str, Any] = {k: data[k] for k in cls.__dataclass_fields__ if k in data}
         fields["eos_token_ids"] = tuple(fields.get("eos_token_ids") or ())
         return cls(**fields)
 
@@ -111,6 +111,12 @@ class Tokenizer:
         if use_cache:
             cache.store(identity, text, info.to_dict())
         return cls(backend, info)
+
+    @classmethod
+    def load(cls, path: str | Path, *, cache_dir: Path | None = None) -> Tokenizer:
+        """From a GGUF file, or from a Hugging Face folder (one holding `tokenizer.json`)."""
+        path = Path(path)
+        return cls.from_hf_dir(path) if path.is_dir() else cls.from_gguf(path, cache_dir=cache_dir)
 
     @classmethod
     def from_hf_dir(cls, path: str | Path) -> Tokenizer:
@@ -239,10 +245,10 @@ class Tokenizer:
         return self._backend
 
     def id_to_token(self, token_id: int) -> str | None:
-        return self._backend.id_to_token(token_id)  # type: ignore[no-any-return]
+        return self._backend.id_to_token(token_id)
 
     def token_to_id(self, token: str) -> int | None:
-        return self._backend.token_to_id(token)  # type: ignore[no-any-return]
+        return self._backend.token_to_id(token)
 
     def convert_ids_to_tokens(self, ids: Sequence[int]) -> list[str | None]:
         return [self._backend.id_to_token(i) for i in ids]
