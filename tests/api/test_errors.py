@@ -28,7 +28,7 @@ def client() -> Iterator[TestClient]:
         yield c
 
 
-def assert_error_shape(path: str, resp, status: int | None = None) -> None:  # noqa: ANN001
+def assert_error_shape(path: str, resp, status: int | None = None) -> None:
     assert resp.headers["content-type"].startswith("application/json"), (path, resp.text)
     body = resp.json()
     if status is not None:

@@ -176,7 +176,7 @@ def test_stream_error_bodies_valid_utf8(fake_server: ServerProcess) -> None:
     assert "".join(texts) == "héllo wörld ✓ 日本" and "\ufffd" not in "".join(texts)
 
 
-def test_overload_429(tmp_log) -> None:  # noqa: ANN001
+def test_overload_429(tmp_log) -> None:
     server = ServerProcess.fake("--max-active", "1", log_path=tmp_log).start()
     try:
         body = {"model": "fake-chat", "messages": [{"role": "user", "content": "SLOW"}], "stream": True, "max_tokens": 400}
@@ -193,7 +193,7 @@ def test_overload_429(tmp_log) -> None:  # noqa: ANN001
         server.stop()
 
 
-def test_sigterm_drains(tmp_log) -> None:  # noqa: ANN001
+def test_sigterm_drains(tmp_log) -> None:
     server = ServerProcess.fake(log_path=tmp_log).start()
     body = {"model": "fake-chat", "messages": [{"role": "user", "content": "SLOW"}], "stream": True, "max_tokens": 150}
     try:

@@ -18,7 +18,7 @@ def run(text: str, stop: list[str], step: int = 1) -> tuple[list[str], TextStrea
 
 
 def test_multibyte_chunks_stay_valid() -> None:
-    out, ts = run("héllo ✓ 日本", [])
+    out, _ = run("héllo ✓ 日本", [])
     assert "".join(out) == "héllo ✓ 日本" and all("\ufffd" not in o for o in out)
 
 

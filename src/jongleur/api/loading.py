@@ -1,14 +1,12 @@
 """Start-up model loading for `jongleur serve`: settings -> `ServedModel`s in the registry.
 
-The chat model is built by the catalog's builder (`jongleur.catalog.builder.build_served_model`)
-when it is available; until then this module assembles one from the engine client and the
-tokenizer. The embedding model is our own `Embedder`.
+The chat model is started by the catalog's loader (`jongleur.catalog.loader.load_chat_model`);
+the embedding model is our own `Embedder`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import importlib
 import logging
 from pathlib import Path
 from typing import Any
@@ -50,48 +48,12 @@ def engine_config(settings: Settings) -> Any:
 
 
 async def build_chat_model(settings: Settings) -> ServedModel:
+    from jongleur.catalog.loader import load_chat_model
+
     name, path = await asyncio.to_thread(resolve_chat_model, settings)
-    cache_dir = Path(settings.data_dir) / "cache"
-    try:
-        builder = importlib.import_module("jongleur.catalog.builder")
-    except ImportError:
-        builder = None
-    if builder is not None and hasattr(builder, "build_served_model"):
-        served = await builder.build_served_model(
-            path, name=name, engine_config=engine_config(settings), cache_dir=cache_dir,
-            in_process=settings.engine_mode == "inprocess",
-        )
-        return served
-    return await _assemble(settings, name, path, cache_dir)
-
-
-async def _assemble(settings: Settings, name: str, path: Path, cache_dir: Path) -> ServedModel:
-    from jongleur.engine.builder import EngineSpec
-    from jongleur.engine.client import InProcessEngineClient
-    from jongleur.engine.process_client import ProcessEngineClient
-    from jongleur.tokenizer import Tokenizer
-
-    spec = EngineSpec(model_path=str(path), model_name=name, config=engine_config(settings), cache_dir=str(cache_dir))
-    client = InProcessEngineClient(spec) if settings.engine_mode == "inprocess" else ProcessEngineClient(spec)
-    await client.start()
-    if path.is_dir():
-        tokenizer = await asyncio.to_thread(Tokenizer.from_hf_dir, path)
-    else:
-        tokenizer = await asyncio.to_thread(Tokenizer.from_gguf, path, cache_dir=cache_dir)
-    template = None
-    try:
-        chat_template = importlib.import_module("jongleur.tokenizer.chat_template")
-        factory = getattr(chat_template, "ChatTemplate", None)
-        if factory is not None and tokenizer.chat_template:
-            template = factory.for_tokenizer(tokenizer) if hasattr(factory, "for_tokenizer") else factory(
-                tokenizer.chat_template)
-    except ImportError:
-        log.warning("no chat-template renderer available; /v1/chat/completions will refuse %s", name)
-    return ServedModel(
-        name=name, version="1", kind="chat", engine=client, tokenizer=tokenizer, chat_template=template,
-        tool_parser="hermes", context_window=client.info.max_model_len, architecture=client.info.architecture,
-        source_path=str(path), details={"format": "gguf" if path.is_file() else "safetensors",
-                                        "size": path.stat().st_size if path.is_file() else 0},
+    return await load_chat_model(
+        path, name, engine_config(settings), in_process=settings.engine_mode == "inprocess",
+        cache_dir=Path(settings.data_dir) / "cache",
     )
 
 

@@ -12,6 +12,9 @@ from typing import Any
 from jongleur.api.errors import APIError, bad_request
 from jongleur.catalog.served import ServedModel
 
+# ServedModel identity -> (model, compiled template); a hot swap brings a new ServedModel
+_TEMPLATES: dict[int, tuple[ServedModel, Any]] = {}
+
 
 class ModelText:
     def __init__(self, served: ServedModel) -> None:
@@ -32,8 +35,10 @@ class ModelText:
             return self.served.engine.info.max_model_len
         return 0
 
-    def encode(self, text: str) -> list[int]:
-        return list(self.tok.encode(text))
+    def encode(self, text: str, add_special_tokens: bool = False) -> list[int]:
+        """Plain text -> ids; special-token strings in it stay text. `add_special_tokens` adds BOS
+        where the model uses one (raw completion prompts)."""
+        return list(self.tok.encode(text, add_special_tokens=add_special_tokens))
 
     def decode(self, ids: Sequence[int], skip_special_tokens: bool = True) -> str:
         try:
@@ -44,34 +49,44 @@ class ModelText:
     def token_text(self, token_id: int) -> str:
         return self.decode([token_id], skip_special_tokens=False)
 
+    def _template(self) -> Any:
+        """The model's renderer: a `ChatTemplate` built once from the template source, or an object
+        with `render()` (tests)."""
+        template = self.served.chat_template
+        if template is None:
+            raise bad_request(
+                f"the model {self.served.name!r} has no chat template; use /v1/completions", param="messages"
+            )
+        if not isinstance(template, str):
+            return template
+        cached = _TEMPLATES.get(id(self.served))
+        if cached is None or cached[0] is not self.served:
+            from jongleur.tokenizer import ChatTemplate
+
+            cached = (self.served, ChatTemplate.for_tokenizer(self.tok, override=template))
+            _TEMPLATES[id(self.served)] = cached
+        return cached[1]
+
     def render_chat(
         self,
         messages: list[dict[str, Any]],
         tools: list[dict[str, Any]] | None,
         add_generation_prompt: bool = True,
     ) -> list[int]:
-        """Chat messages -> prompt token ids, through the model's (sandboxed) chat template."""
-        template = self.served.chat_template
-        if template is None:
-            raise bad_request(
-                f"the model {self.served.name!r} has no chat template; use /v1/completions", param="messages"
-            )
+        """Chat messages -> prompt token ids, through the model's (sandboxed) chat template. Message
+        text stays plain text even where it spells a special token."""
+        template = self._template()
         try:
-            rendered = template.render(messages, tools=tools, add_generation_prompt=add_generation_prompt)
+            if hasattr(template, "render_ids"):
+                rendered = template.render_ids(self.tok, messages, tools=tools,
+                                               add_generation_prompt=add_generation_prompt)
+                return list(rendered.token_ids)
+            text = template.render(messages, tools=tools, add_generation_prompt=add_generation_prompt)
         except APIError:
             raise
-        except ValueError as exc:  # template raised on the conversation (e.g. roles out of order)
+        except ValueError as exc:  # ChatTemplateError: the template refused this conversation
             raise bad_request(f"the chat template rejected the messages: {exc}", param="messages") from None
-        if isinstance(rendered, str):
-            # the rendered prompt holds the template's control tokens: parse specials here only
-            encode_chat = getattr(self.tok, "encode_chat", None) or getattr(self.tok, "encode_prompt", None)
-            if encode_chat is not None:
-                return list(encode_chat(rendered))
-            try:
-                return list(self.tok.encode(rendered, allow_special=True))
-            except TypeError:
-                return list(self.tok.encode(rendered))
-        return list(rendered)
+        return list(self.tok.encode_prompt(text))
 
     def check_prompt_ids(self, ids: Sequence[int], param: str) -> None:
         vocab = self.vocab_size

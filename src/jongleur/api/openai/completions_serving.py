@@ -47,11 +47,11 @@ def prompt_list(req: CompletionRequest, text: ModelText) -> list[tuple[list[int]
     p = req.prompt
     items: list[tuple[list[int], str | None]]
     if isinstance(p, str):
-        items = [(text.encode(p), p)]
+        items = [(text.encode(p, add_special_tokens=True), p)]
     elif not p:
         raise bad_request("prompt is empty", param="prompt")
     elif all(isinstance(x, str) for x in p):
-        items = [(text.encode(x), x) for x in p]  # type: ignore[arg-type]
+        items = [(text.encode(x, add_special_tokens=True), x) for x in p]  # type: ignore[arg-type]
     elif all(isinstance(x, int) for x in p):
         items = [(list(p), None)]  # type: ignore[arg-type]
     else:
