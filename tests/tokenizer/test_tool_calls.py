@@ -94,3 +94,16 @@ def test_hostile_bodies_do_not_crash() -> None:
     assert HermesToolParser().parse(deep).content == deep
     long_body = "<tool_call>" + "x" * 200_000
     assert HermesToolParser().parse(long_body).content == long_body
+
+
+def test_long_streamed_call_body_is_linear() -> None:
+    import time
+
+    args = json.dumps({"data": "y" * 300_000})
+    text = '<tool_call>{"name": "big", "arguments": ' + args + "}</tool_call>"
+    stream = HermesToolParser().stream()
+    start = time.perf_counter()
+    calls = [c for i in range(0, len(text), 4) for c in stream.feed(text[i:i + 4]).tool_calls]
+    calls += stream.finish().tool_calls
+    assert time.perf_counter() - start < 5.0
+    assert [c.name for c in calls] == ["big"] and json.loads(calls[0].arguments) == json.loads(args)

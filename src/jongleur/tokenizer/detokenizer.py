@@ -52,15 +52,16 @@ class IncrementalDetokenizer:
         automaton = stop if isinstance(stop, StopAutomaton) else StopAutomaton(stop)
         self._scanner = StopScanner(automaton) if automaton.stops else None
         self._include_stop = include_stop_str_in_output
-        self._text = ""
-        self._emitted = 0
+        self._sent: list[str] = []  # text already returned (kept as parts: no quadratic concatenation)
+        self._sent_len = 0
+        self._pending = ""  # text decoded but not yet returned (a possible stop-string start)
         self.finished = False
         self.stop_reason: str | None = None
 
     @property
     def text(self) -> str:
         """All output text so far (cut at the stop string once one matched)."""
-        return self._text
+        return "".join(self._sent) + self._pending
 
     def add(self, token_ids: Iterable[int]) -> DetokenizerDelta:
         """Append generated tokens; the text now safe to send. After a stop match, returns empty."""
@@ -68,8 +69,7 @@ class IncrementalDetokenizer:
             return DetokenizerDelta("", True, self.stop_reason)
         for token_id in token_ids:
             self._ids.append(token_id)
-            self._text += self._decode_step(force=False)
-            if (delta := self._check_stop()) is not None:
+            if (delta := self._append(self._decode_step(force=False))) is not None:
                 return delta
         return DetokenizerDelta(self._release(final=False))
 
@@ -77,8 +77,7 @@ class IncrementalDetokenizer:
         """The sequence ended (EOS, length, abort): release everything held back."""
         if self.finished:
             return DetokenizerDelta("", True, self.stop_reason)
-        self._text += self._decode_step(force=True)
-        if (delta := self._check_stop()) is not None:
+        if (delta := self._append(self._decode_step(force=True))) is not None:
             return delta
         self.finished = True
         return DetokenizerDelta(self._release(final=True), True, None)
@@ -98,22 +97,33 @@ class IncrementalDetokenizer:
         self._prefix_offset, self._read_offset = self._read_offset, len(self._ids)
         return new
 
-    def _check_stop(self) -> DetokenizerDelta | None:
+    def _append(self, new: str) -> DetokenizerDelta | None:
+        """Add decoded text; a final delta if it completes a stop string."""
+        if not new:
+            return None
+        self._pending += new
         if self._scanner is None:
             return None
-        match = self._scanner.feed(self._text)
+        match = self._scanner.feed(new)
         if match is None:
             return None
-        cut = match.end if self._include_stop else match.start
-        out = self._text[self._emitted:cut]
-        self._text = self._text[:cut]
-        self._emitted = cut
+        # the stop string's first characters were held back, so it starts inside `_pending`
+        cut = (match.end if self._include_stop else match.start) - self._sent_len
+        out = self._pending[:cut]
+        self._pending = ""
+        self._send(out)
         self.finished, self.stop_reason = True, match.stop
         return DetokenizerDelta(out, True, match.stop)
 
     def _release(self, final: bool) -> str:
         held = 0 if final or self._scanner is None else self._scanner.pending
-        safe = max(self._emitted, len(self._text) - held)
-        out = self._text[self._emitted:safe]
-        self._emitted = safe
+        keep = min(held, len(self._pending))
+        out = self._pending[: len(self._pending) - keep]
+        self._pending = self._pending[len(self._pending) - keep:]
+        self._send(out)
         return out
+
+    def _send(self, text: str) -> None:
+        if text:
+            self._sent.append(text)
+            self._sent_len += len(text)

@@ -93,24 +93,27 @@ class StopAutomaton:
 
 
 class StopScanner:
-    """Per-sequence matching state over a growing text."""
+    """Per-sequence matching state over a text that arrives in chunks."""
 
     def __init__(self, automaton: StopAutomaton) -> None:
         self.automaton = automaton
         self._state = 0
-        self._scanned = 0  # characters of the text fed so far
+        self._scanned = 0  # characters fed so far
 
-    def feed(self, text: str) -> StopMatch | None:
-        """Scan `text[self._scanned:]`; the earliest-ending stop string found (longest on ties)."""
+    def feed(self, chunk: str) -> StopMatch | None:
+        """Scan the next chunk; the earliest-ending stop string (longest on ties), with positions
+        counted from the start of everything fed. Characters after a match are not consumed."""
         auto = self.automaton
         state = self._state
-        for pos in range(self._scanned, len(text)):
-            state = auto.step(state, text[pos])
+        for offset, ch in enumerate(chunk):
+            state = auto.step(state, ch)
             stop = auto.output(state)
             if stop is not None:
-                self._state, self._scanned = state, pos + 1
-                return StopMatch(stop, pos + 1 - len(stop), pos + 1)
-        self._state, self._scanned = state, len(text)
+                end = self._scanned + offset + 1
+                self._state, self._scanned = state, end
+                return StopMatch(stop, end - len(stop), end)
+        self._state = state
+        self._scanned += len(chunk)
         return None
 
     @property

@@ -117,7 +117,7 @@ class TaggedCallStream:
         self._start, self._end = start, end
         self._buf = ""
         self._in_call = False
-        self._scanned = 0  # how far into a call body the end tag has been searched for
+        self._body: list[str] = []  # a call body seen so far, less the tail kept in `_buf`
         self._held_ws = ""  # trailing whitespace of content, dropped if a call follows
         self._after_call = False  # the current content piece follows a call
         self._piece_started = False  # the current content piece has emitted text
@@ -134,7 +134,7 @@ class TaggedCallStream:
 
     def finish(self) -> ToolStreamDelta:
         if self._in_call:
-            self._close_call(self._buf, terminated=False)
+            self._close_call("".join(self._body) + self._buf, terminated=False)
         else:
             self._add_content(self._buf)
         self._buf = ""
@@ -155,14 +155,18 @@ class TaggedCallStream:
                 return False
             self._add_content(self._buf[:pos])
             self._buf = self._buf[pos + len(self._start):]
-            self._in_call, self._scanned = True, 0
+            self._in_call, self._body = True, []
             return True
-        pos = self._buf.find(self._end, self._scanned)
+        pos = self._buf.find(self._end)
         if pos < 0:
-            self._scanned = max(0, len(self._buf) - len(self._end) + 1)
+            # park all but a possible partial end tag, so the buffer stays short on long bodies
+            cut = max(0, len(self._buf) - len(self._end) + 1)
+            self._body.append(self._buf[:cut])
+            self._buf = self._buf[cut:]
             return False
-        body, self._buf = self._buf[:pos], self._buf[pos + len(self._end):]
-        self._in_call = False
+        body = "".join(self._body) + self._buf[:pos]
+        self._buf = self._buf[pos + len(self._end):]
+        self._in_call, self._body = False, []
         self._close_call(body, terminated=True)
         return True
 
