@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import torch
@@ -49,16 +50,21 @@ def build_engine(spec: EngineSpec):  # -> tuple[EngineCore, EngineInfo]
     loaded = load_model(spec.model_path, dtype=dtype, device=device, cache_dir=spec.cache_dir)
     tokenizer = load_tokenizer(spec.model_path, spec.cache_dir)
     eos = tuple(dict.fromkeys([*loaded.config.eos_token_ids, *tokenizer.eos_token_ids]))
+    # Model embeddings may be padded past the tokenizer: ids beyond it are never valid or sampled.
+    vocab_size = min(loaded.config.vocab_size, tokenizer.backend.get_vocab_size(with_added_tokens=True))
     compiler = None
     if spec.structured_output:
         from jongleur.engine.structured import GrammarCompiler
 
-        compiler = GrammarCompiler(tokenizer.backend, loaded.config.vocab_size, eos)
-    core = EngineCore(loaded.model, config, eos, vocab_size=loaded.config.vocab_size, grammar_compiler=compiler)
+        # Building llguidance's tokenizer takes seconds: do it in the background, wait on first use.
+        compiler = ThreadPoolExecutor(1, thread_name_prefix="grammar").submit(
+            GrammarCompiler, tokenizer.backend, loaded.config.vocab_size, eos
+        )
+    core = EngineCore(loaded.model, config, eos, vocab_size=vocab_size, grammar_compiler=compiler)
     info = EngineInfo(
         model_name=spec.model_name,
         architecture=loaded.config.architecture,
-        vocab_size=loaded.config.vocab_size,
+        vocab_size=vocab_size,
         max_model_len=core.max_model_len,
         eos_token_ids=eos,
         dtype=str(dtype).removeprefix("torch."),

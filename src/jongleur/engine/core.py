@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 
 import torch
@@ -20,6 +21,7 @@ from jongleur.engine.runner import ModelRunner
 from jongleur.engine.sampler import Sampler, SamplingState
 from jongleur.engine.scheduler import Scheduler, SchedulerConfig, SchedulerOutput
 from jongleur.engine.sequence import Sequence, sequences_from_request
+from jongleur.engine.structured import GrammarCompiler, GrammarStateError
 from jongleur.engine.types import EngineOutput, EngineRequest, EngineStats, FinishReason, TokenLogprob
 from jongleur.models.base import CausalLM
 
@@ -48,7 +50,7 @@ class EngineCore:
         config: EngineConfig,
         eos_token_ids: tuple[int, ...],
         vocab_size: int | None = None,
-        grammar_compiler: object | None = None,
+        grammar_compiler: Future[GrammarCompiler] | None = None,
         kv_dtype: torch.dtype | None = None,
     ) -> None:
         self.model = model
@@ -107,17 +109,18 @@ class EngineCore:
         room = self.max_model_len - len(prompt)
         if params.max_tokens > room:
             params = dataclasses.replace(params, max_tokens=room, min_tokens=min(params.min_tokens, room))
-        grammar = None
+        grammar = compiler = None
         if params.guided is not None:
             if self.grammar_compiler is None:
                 raise InvalidRequestError("structured output is not available for this model", param="response_format")
-            grammar = self.grammar_compiler.compile(params.guided)  # type: ignore[attr-defined]
+            compiler = self.grammar_compiler.result()  # built in the background at start
+            grammar = compiler.compile(params.guided)
         if params.prompt_logprobs is not None:
             # Cached prefixes have no logits: give such requests a salt nobody shares.
             request = dataclasses.replace(request, cache_salt=f"{request.cache_salt}\x00{request.request_id}")
         state = _RequestState(request=request, seqs=[])
         for seq in sequences_from_request(request, params):
-            matcher = self.grammar_compiler.matcher(grammar) if grammar is not None else None  # type: ignore[attr-defined]
+            matcher = compiler.matcher(grammar) if compiler is not None and grammar is not None else None
             state.sampling_states[seq.seq_id] = SamplingState.create(
                 params, seq.prompt_token_ids, seq.output_token_ids, self.eos_token_ids, grammar=matcher, seed_offset=seq.index
             )
@@ -185,12 +188,18 @@ class EngineCore:
             self._prompt_tokens += seq.num_prompt_tokens
         seq.append_token(token)
         self._generation_tokens += 1
-        if state.grammar is not None:
-            state.grammar.accept_token(token)
         reason: FinishReason | None = None
         stop_token: int | None = None
+        error: str | None = None
+        if state.grammar is not None:
+            try:
+                state.grammar.accept_token(token)
+            except GrammarStateError as exc:  # e.g. the grammar ran out of its lexer limits
+                reason, error = FinishReason.ERROR, f"structured output failed: {exc}"
         is_stop_token = token in params.stop_token_ids or (not params.ignore_eos and token in self.eos_token_ids)
-        if is_stop_token and len(seq.output_token_ids) > params.min_tokens:
+        if reason is not None:
+            pass
+        elif is_stop_token and len(seq.output_token_ids) > params.min_tokens:
             reason, stop_token = FinishReason.STOP, token
         elif state.grammar is not None and state.grammar.is_terminated():
             reason = FinishReason.STOP
@@ -206,6 +215,7 @@ class EngineCore:
             stop_token_id=stop_token,
             num_prompt_tokens=seq.num_prompt_tokens,
             num_cached_tokens=seq.num_cached_tokens,
+            error=error,
         )
         if seq.index not in req_state.first_output_sent:
             req_state.first_output_sent.add(seq.index)
