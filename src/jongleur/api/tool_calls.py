@@ -66,6 +66,16 @@ def parse_hermes(text: str) -> tuple[str, list[ParsedCall]]:
     return "".join(content_parts).strip() if calls else "".join(content_parts), calls
 
 
+def bare_call(text: str, tool_names: set[str]) -> list[ParsedCall]:
+    """A reply that is nothing but `{"name": <a tool>, "arguments": {...}}` (models sometimes drop
+    the tags) is a call too."""
+    stripped = text.strip()
+    if not (stripped.startswith("{") and stripped.endswith("}")):
+        return []
+    call = _call_from_json(stripped)
+    return [call] if call is not None and call.name in tool_names else []
+
+
 class HermesStreamParser:
     """Streaming: content is passed through until `<tool_call>` may begin; calls are emitted whole."""
 

@@ -38,7 +38,13 @@ from jongleur.api.openai.common import ContextInfo, Usage
 from jongleur.api.security import Principal
 from jongleur.api.sse import DONE, sse, sse_event
 from jongleur.api.tokenization import ModelText
-from jongleur.api.tool_calls import HermesStreamParser, forced_call_constraint, parse_forced, parse_hermes
+from jongleur.api.tool_calls import (
+    HermesStreamParser,
+    bare_call,
+    forced_call_constraint,
+    parse_forced,
+    parse_hermes,
+)
 from jongleur.engine.types import GuidedDecoding, TokenLogprob
 
 
@@ -147,7 +153,9 @@ async def create_chat_completion(request: Request, req: ChatCompletionRequest, p
                               guided=guided)
     rid = new_id("chatcmpl")
     engine_req = make_engine_request(rid, prompt_ids, sampling, resolve_priority(req.priority, principal), principal)
-    gen = Generation(served, text, engine_req, stop_list(req.stop), state.metrics, req.skip_special_tokens)
+    # Qwen's <tool_call> markers are special tokens: keep them in the text when tools may be called
+    skip_special = req.skip_special_tokens and tool_mode != "auto"
+    gen = Generation(served, text, engine_req, stop_list(req.stop), state.metrics, skip_special)
     try:
         await until_disconnect(request, gen.start())
     except ClientDisconnected:
@@ -160,7 +168,8 @@ async def create_chat_completion(request: Request, req: ChatCompletionRequest, p
         results = await until_disconnect(request, gen.collect())
     except ClientDisconnected:
         return Response(status_code=499)
-    choices = [_final_choice(r, text, tool_mode, req.logprobs) for r in results]
+    names = {t["function"]["name"] for t in tools or []}
+    choices = [_final_choice(r, text, tool_mode, req.logprobs, names) for r in results]
     usage = Usage(prompt_tokens=gen.prompt_tokens, completion_tokens=gen.completion_tokens,
                   total_tokens=gen.prompt_tokens + gen.completion_tokens,
                   prompt_tokens_details={"cached_tokens": gen.cached_tokens})
@@ -173,11 +182,15 @@ async def create_chat_completion(request: Request, req: ChatCompletionRequest, p
     return JSONResponse(body.model_dump(mode="json"))
 
 
-def _final_choice(r: ChoiceResult, text: ModelText, tool_mode: str, want_logprobs: bool) -> ChatChoice:
+def _final_choice(
+    r: ChoiceResult, text: ModelText, tool_mode: str, want_logprobs: bool, tool_names: set[str]
+) -> ChatChoice:
     content: str | None = r.text
     calls = []
     if tool_mode == "auto":
         content, calls = parse_hermes(r.text)
+        if not calls:
+            calls = bare_call(r.text, tool_names)
     elif tool_mode == "required" or tool_mode.startswith("named:"):
         calls = parse_forced(r.text, tool_mode[6:] if tool_mode.startswith("named:") else None)
         if calls:
