@@ -44,3 +44,9 @@ def build_tiny_dir(path: Path) -> Path:
 @pytest.fixture(scope="session")
 def tiny_tokenizer(tmp_path_factory: pytest.TempPathFactory) -> Tokenizer:
     return Tokenizer.from_hf_dir(build_tiny_dir(tmp_path_factory.mktemp("tiny-tok")))
+
+
+@pytest.fixture
+def tiny_tokenizer_dir(tmp_path: Path) -> Path:
+    """A fresh tiny HF tokenizer folder the test may modify."""
+    return build_tiny_dir(tmp_path / "tok")

@@ -62,3 +62,25 @@ def test_gguf_metadata_reader_rejects_bad_files(tmp_path: Path) -> None:
     (tmp_path / "huge.gguf").write_bytes(huge)
     with pytest.raises(GgufFormatError, match="implausible"):
         read_tokenizer_metadata(tmp_path / "huge.gguf")
+
+
+def test_post_processor_bos_is_added_once(tiny_tokenizer_dir: Path) -> None:
+    """HF folders (Llama 3 style) put BOS in tokenizer.json's post-processor, not in the config."""
+    import json
+
+    from tokenizers import processors
+
+    folder = tiny_tokenizer_dir
+    backend = Tokenizer.from_hf_dir(folder).backend
+    bos = backend.token_to_id("<|endoftext|>")
+    backend.post_processor = processors.TemplateProcessing(
+        single="<|endoftext|> $A", special_tokens=[("<|endoftext|>", bos)]
+    )
+    backend.save(str(folder / "tokenizer.json"))
+    config = json.loads((folder / "tokenizer_config.json").read_text())
+    (folder / "tokenizer_config.json").write_text(json.dumps({**config, "bos_token": "<|endoftext|>"}))
+    tok = Tokenizer.from_hf_dir(folder)
+    plain = tok.encode("hello world")
+    assert plain[0] != bos
+    assert tok.encode("hello world", add_special_tokens=True) == [bos, *plain]
+    assert tok.encode_prompt("<|im_start|>hi", add_special_tokens=True)[0] == bos

@@ -85,6 +85,7 @@ class Tokenizer:
         self._special_ids = {t.content: i for i, t in added.items() if t.special}
         self._all_special_ids = tuple(sorted(self._special_ids.values()))
         self._marker_re_cache: re.Pattern[str] | None = None
+        self._wrap_cache: tuple[list[int], list[int]] | None = None
         self._vocab_size = int(backend.get_vocab_size(with_added_tokens=True))  # ~6 ms a call: keep it
 
     # --- construction -------------------------------------------------------------------------
@@ -192,12 +193,26 @@ class Tokenizer:
         return self._marker_re_cache
 
     def _add_specials(self, ids: list[int]) -> list[int]:
+        """What `add_special_tokens` adds: the tokenizer.json post-processor's tokens (HF folders
+        often put BOS there) and the configured BOS/EOS, each once."""
+        prefix, suffix = self._post_processor_wrap
+        ids = [*prefix, *ids, *suffix]
         bos, eos = self.info.bos_token_id, self.info.eos_token_id
         if self.info.add_bos_token and bos is not None and (not ids or ids[0] != bos):
             ids = [bos, *ids]
-        if self.info.add_eos_token and eos is not None:
+        if self.info.add_eos_token and eos is not None and (not ids or ids[-1] != eos):
             ids = [*ids, eos]
         return ids
+
+    @property
+    def _post_processor_wrap(self) -> tuple[list[int], list[int]]:
+        """The ids the backend's post-processor puts before and after a single sequence."""
+        if self._wrap_cache is None:
+            probe = self._backend.encode("a", add_special_tokens=False).ids
+            full = self._backend.encode("a", add_special_tokens=True).ids
+            at = next((i for i in range(len(full) - len(probe) + 1) if full[i:i + len(probe)] == probe), None)
+            self._wrap_cache = ([], []) if at is None else (full[:at], full[at + len(probe):])
+        return self._wrap_cache
 
     # --- decoding and vocabulary --------------------------------------------------------------
     def decode(self, ids: Sequence[int], skip_special_tokens: bool = True) -> str:
