@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 # bump when the builder's output changes, so stale entries are not reused
-BUILDER_VERSION = "1"
+BUILDER_VERSION = "2"
 
 
 def default_tokenizer_cache_dir() -> Path:
