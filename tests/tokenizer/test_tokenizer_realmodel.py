@@ -142,3 +142,16 @@ def test_cached_load_is_fast(pair: tuple[Tokenizer, dict[str, Any]]) -> None:
     again = Tokenizer.from_gguf(path)  # the fixture built (or loaded) it: a cache hit now
     assert time.perf_counter() - start < 15.0  # ~1-2 s on an idle core; generous for a shared machine
     assert again.encode(CORPUS[2]) == ours.encode(CORPUS[2])
+
+
+def test_rare_characters_stream_whole(pair: tuple[Tokenizer, dict[str, Any]]) -> None:
+    """Characters outside the vocabulary arrive as byte tokens (Gemma: <0xF0>...; Qwen: byte-level
+    pieces) and must come out whole, one character at a time."""
+    ours, _ = pair
+    text = "𓀀𓀁 ꙮ 🫨 \U0010fffd"
+    ids = ours.encode(text)
+    assert len(ids) > len(text)  # split below character level
+    detok = IncrementalDetokenizer(ours)
+    deltas = [detok.add([i]).text for i in ids] + [detok.finish().text]
+    assert "".join(deltas) == text
+    assert all(d == "" or not any(0xDC80 <= ord(c) <= 0xDCFF or c == "\ufffd" for c in d) for d in deltas)
