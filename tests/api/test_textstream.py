@@ -41,3 +41,16 @@ def test_hermes_parse_and_stream() -> None:
         content, calls = content + c, calls + k
     assert content == "Hi " and [c.name for c in calls] == ["f"]
     assert parse_hermes("<tool_call>not json</tool_call>")[1] == []
+
+
+def test_bare_json_call_streaming() -> None:
+    p = HermesStreamParser({"f"})
+    text = ' {"name": "f", "arguments": {"a": 1}}'
+    outs = [p.push(ch) for ch in text]
+    assert all(c == "" and not k for c, k in outs)
+    content, calls = p.finish()
+    assert content == "" and calls[0].name == "f"
+    p = HermesStreamParser({"f"})
+    content = "".join(p.push(ch)[0] for ch in '{"x": 1}')
+    rest, calls = p.finish()
+    assert content + rest == '{"x": 1}' and not calls

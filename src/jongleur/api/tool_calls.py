@@ -79,13 +79,30 @@ def bare_call(text: str, tool_names: set[str]) -> list[ParsedCall]:
 class HermesStreamParser:
     """Streaming: content is passed through until `<tool_call>` may begin; calls are emitted whole."""
 
-    def __init__(self) -> None:
+    def __init__(self, tool_names: set[str] | None = None) -> None:
         self.buffer = ""
         self.in_call = False
         self.calls: list[ParsedCall] = []
+        self.tool_names = tool_names or set()
+        self.emitted_any = False
+        self.bare = False  # the reply opened with "{": held back whole, it may be a bare call
 
     def push(self, text: str) -> tuple[str, list[ParsedCall]]:
         self.buffer += text
+        if self.bare:
+            return "", []
+        if not self.emitted_any and self.tool_names:
+            head = self.buffer.lstrip()
+            if not head:
+                return "", []
+            if head.startswith("{"):
+                self.bare = True
+                return "", []
+        content, calls = self._scan()
+        self.emitted_any = self.emitted_any or bool(content) or bool(calls)
+        return content, calls
+
+    def _scan(self) -> tuple[str, list[ParsedCall]]:
         content = ""
         new_calls: list[ParsedCall] = []
         while True:
@@ -110,6 +127,14 @@ class HermesStreamParser:
             self.in_call = False
 
     def finish(self) -> tuple[str, list[ParsedCall]]:
+        if self.bare:
+            text, self.buffer = self.buffer, ""
+            content, calls = parse_hermes(text)
+            if not calls:
+                calls = bare_call(text, self.tool_names)
+                content = "" if calls else text
+            self.calls += calls
+            return content, calls
         if self.in_call:
             call = _call_from_json(self.buffer.strip())
             self.buffer = ""

@@ -191,6 +191,7 @@ def _final_choice(
         content, calls = parse_hermes(r.text)
         if not calls:
             calls = bare_call(r.text, tool_names)
+            content = None if calls else content
     elif tool_mode == "required" or tool_mode.startswith("named:"):
         calls = parse_forced(r.text, tool_mode[6:] if tool_mode.startswith("named:") else None)
         if calls:
@@ -215,7 +216,8 @@ async def _stream(
     include_usage = bool(req.stream_options and req.stream_options.include_usage)
     continuous = bool(req.stream_options and req.stream_options.continuous_usage_stats)
     base = {"id": rid, "object": "chat.completion.chunk", "created": created, "model": model}
-    parsers = [HermesStreamParser() for _ in range(n)] if tool_mode == "auto" else None
+    names = {t.function.name for t in req.tools or []}
+    parsers = [HermesStreamParser(names) for _ in range(n)] if tool_mode == "auto" else None
     forced_text = [""] * n
     call_counts = [0] * n
 
