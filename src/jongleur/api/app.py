@@ -23,6 +23,7 @@ from jongleur.api.middleware import LOOPBACK_HOSTS, GuardMiddleware
 from jongleur.api.model_registry import ModelRegistry
 from jongleur.api.ollama import serving as ollama_serving
 from jongleur.api.openai import router as openai_router
+from jongleur.api.rag import router as rag_router
 from jongleur.api.security import KeyChecker
 from jongleur.config import Settings
 
@@ -92,6 +93,7 @@ def create_app(
     app.include_router(health.router)
     app.include_router(openai_router.router)
     app.include_router(ollama_serving.router)
+    app.include_router(rag_router.router)
 
     if settings.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=list(settings.cors_origins),

@@ -1,0 +1,1 @@
+"""Routes of the document bases: `/v1/collections/...` (see `router.py`)."""

