@@ -32,3 +32,25 @@ def auth(key: str) -> dict[str, str]:
 def upload(client: httpx.Client, collection: str, paths: list[Path], key: str, **fields: str) -> httpx.Response:
     files = [("file", (p.name, p.read_bytes(), "application/octet-stream")) for p in paths]
     return client.post(f"/v1/collections/{collection}/documents", files=files, data=fields, headers=auth(key))
+
+
+def team_keys(client: httpx.Client) -> tuple[str, str, str]:
+    """(team A key, team B key, an ACL entry naming team B). With the tenancy admin API, two member
+    keys of one tenant are minted (config keys are admins, who see all their tenant's collections);
+    on the older seam the two configured keys are two plain members."""
+    r = client.post("/admin/keys", json={"name": "team-a", "role": "member", "clearance": "confidential"},
+                    headers=auth(TEAM_A))
+    if r.status_code in (404, 405):
+        a, b = TEAM_A, TEAM_B
+    else:
+        assert r.status_code in (200, 201), r.text
+        a = r.json()["key"]
+        r = client.post("/admin/keys", json={"name": "team-b", "role": "member", "clearance": "confidential"},
+                        headers=auth(TEAM_A))
+        assert r.status_code in (200, 201), r.text
+        b = r.json()["key"]
+    probe = client.post("/v1/collections", json={"name": "probe-b"}, headers=auth(b))
+    assert probe.status_code == 201, probe.text
+    entry = f"user:{probe.json()['owner']}"
+    client.delete("/v1/collections/probe-b", headers=auth(b))
+    return a, b, entry

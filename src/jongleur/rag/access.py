@@ -12,6 +12,7 @@ a document may tighten its collection (a higher level, its own reader list), nev
 
 from __future__ import annotations
 
+import fnmatch
 import re
 from dataclasses import dataclass, field
 from enum import IntEnum
@@ -54,9 +55,14 @@ def check_acl_entry(entry: str) -> str:
     return entry
 
 
+def _allows(patterns: frozenset[str] | None, name: str) -> bool:
+    return patterns is None or any(fnmatch.fnmatchcase(name.lower(), p.lower()) for p in patterns)
+
+
 @dataclass(frozen=True)
 class Caller:
-    """The caller as the RAG layer needs it. `allowed_collections` None = no per-key restriction."""
+    """The caller as the RAG layer needs it. `allowed_collections` / `allowed_tools`: name patterns
+    (`*` globs, case-insensitive) the key is scoped to; None = no per-key restriction."""
 
     tenant: str
     user: str
@@ -66,6 +72,12 @@ class Caller:
     allowed_collections: frozenset[str] | None = None
     allowed_tools: frozenset[str] | None = None
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
+
+    def may_use_collection(self, name: str) -> bool:
+        return _allows(self.allowed_collections, name)
+
+    def may_use_tool(self, name: str) -> bool:
+        return _allows(self.allowed_tools, name)
 
     @property
     def is_admin(self) -> bool:
@@ -81,30 +93,31 @@ class Caller:
 
 
 def caller_from_principal(principal: Any) -> Caller:
-    """Adapt an API principal (the seam's or the tenancy package's) to a `Caller`.
+    """Adapt an API principal to a `Caller`.
 
-    Today's seam principal carries only an id and a tenant: it is the only user of its key, and
-    (as the seam has no levels) gets full clearance in its tenant — the ACL still applies. An
-    unauthenticated loopback user (no keys configured) is the local admin.
+    The tenancy principal (`jongleur.auth.principal.Principal`) carries a key id, tenant, user, role,
+    clearance and scope patterns (`scopes.collections`, `scopes.tools`: globs, None = all). The
+    older seam principal carries only an id and a tenant: it is the only user of its key and gets
+    full clearance (the ACL still applies); an unauthenticated one is the local admin.
     """
-    tenant = str(getattr(principal, "tenant_id", None) or getattr(principal, "tenant", None) or "default")
-    user = str(getattr(principal, "user_id", None) or getattr(principal, "id", None) or "anonymous")
-    roles = frozenset(str(r) for r in (getattr(principal, "roles", None) or ()))
+    key_id = str(getattr(principal, "id", "") or "") or None
+    tenant = str(getattr(principal, "tenant", None) or "default")
+    user = str(getattr(principal, "user", None) or key_id or "anonymous")
+    role = getattr(principal, "role", None)
+    roles = {str(getattr(role, "value", role))} if role is not None else set()
+    roles |= {str(r) for r in (getattr(principal, "roles", None) or ())}
     raw_level = getattr(principal, "clearance", None)
-    if raw_level is None:
-        raw_level = getattr(principal, "security_level", None)
     if raw_level is None:
         clearance = Level.SECRET
         if not getattr(principal, "authenticated", True):
-            roles = roles | {"admin"}
+            roles.add("admin")
     else:
-        clearance = Level.parse(getattr(raw_level, "value", raw_level) if not isinstance(raw_level, int)
-                                else raw_level)
-    key_id = getattr(principal, "key_id", None) or (user if user.startswith("key-") else None)
-    cols = getattr(principal, "allowed_collections", None)
-    tools = getattr(principal, "allowed_tools", None)
+        clearance = Level.parse(int(raw_level) if isinstance(raw_level, int) else getattr(raw_level, "value", raw_level))
+    scopes = getattr(principal, "scopes", None)
+    cols = getattr(scopes, "collections", None) if scopes is not None else None
+    tools = getattr(scopes, "tools", None) if scopes is not None else None
     return Caller(
-        tenant=tenant, user=user, roles=roles, clearance=clearance, key_id=key_id,
+        tenant=tenant, user=user, roles=frozenset(roles), clearance=clearance, key_id=key_id,
         allowed_collections=frozenset(cols) if cols is not None else None,
         allowed_tools=frozenset(tools) if tools is not None else None,
     )

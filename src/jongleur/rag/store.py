@@ -70,7 +70,7 @@ readable AS (
   WHERE c.tenant = :tenant AND c.level <= :clearance
     AND (:admin OR c.owner = :user OR EXISTS (
           SELECT 1 FROM collection_acl a WHERE a.cid = c.cid AND a.entry IN (SELECT value FROM entries)))
-    AND (:allowed IS NULL OR c.name IN (SELECT value FROM json_each(:allowed)))
+    AND (:allowed IS NULL OR EXISTS (SELECT 1 FROM json_each(:allowed) p WHERE lower(c.name) GLOB lower(p.value)))
     AND (:wanted IS NULL OR c.name IN (SELECT value FROM json_each(:wanted)))),
 visible AS (
   SELECT d.did FROM documents d
@@ -207,7 +207,7 @@ class RagStore:
         if level > caller.clearance:
             raise StoreError("a collection cannot have a higher level than its creator's clearance", 403,
                              "insufficient_clearance")
-        if caller.allowed_collections is not None and name not in caller.allowed_collections:
+        if not caller.may_use_collection(name):
             raise StoreError("this key may not use that collection", 403, "forbidden")
         with self._tx() as db:
             if list(db.execute("SELECT 1 FROM collections WHERE tenant = ? AND name = ?", (caller.tenant, name))):

@@ -77,6 +77,10 @@ class ChatCompletionRequest(SamplingFields):
     parallel_tool_calls: bool | None = None
     response_format: ResponseFormat | None = None
     add_generation_prompt: bool = True
+    # extensions (jongleur): retrieval from document collections, server-side MCP tool use
+    collections: list[str] | None = Field(None, min_length=1, max_length=16)
+    mcp_tools: list[str] | None = Field(None, min_length=1, max_length=64)
+    max_tool_steps: int = Field(4, ge=1, le=16)
 
 
 # ---- responses
@@ -132,6 +136,8 @@ class ChatCompletionResponse(BaseModel):
     usage: Usage
     system_fingerprint: str | None = None
     context: ContextInfo | None = None
+    citations: list[dict[str, Any]] | None = None  # extension: sources of a `collections` request
+    tool_steps: list[dict[str, Any]] | None = None  # extension: MCP tool calls run server-side
 
 
 class ToolCallDelta(BaseModel):

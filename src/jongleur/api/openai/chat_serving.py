@@ -140,7 +140,19 @@ async def create_chat_completion(request: Request, req: ChatCompletionRequest, p
     text = ModelText(served)
     tools = [t.model_dump(exclude_none=True) for t in req.tools] if req.tools else None
     guided, tool_mode = guided_for(req, tools)
-    prompt_ids = text.render_chat(message_dicts(req), tools if tool_mode != "none" else None,
+    messages = message_dicts(req)
+    citations: list[dict[str, Any]] | None = None
+    if req.collections:  # extension: retrieval-augmented answer with citations (api/rag/chat.py)
+        from jongleur.api.rag.chat import augment
+
+        messages, cited = await augment(request.app, principal, text, messages, req.collections,
+                                        req.max_completion_tokens or req.max_tokens)
+        citations = [c.to_dict() for c in cited]
+    if req.mcp_tools:  # extension: server-side MCP tool loop (mcp/tool_loop.py)
+        from jongleur.mcp.tool_loop import run_tool_chat
+
+        return await run_tool_chat(request, req, principal, served, messages, citations)
+    prompt_ids = text.render_chat(messages, tools if tool_mode != "none" else None,
                                   req.add_generation_prompt)
     requested = req.max_completion_tokens if req.max_completion_tokens is not None else req.max_tokens
     param = "max_completion_tokens" if req.max_completion_tokens is not None else "max_tokens"
@@ -163,7 +175,7 @@ async def create_chat_completion(request: Request, req: ChatCompletionRequest, p
     created = int(time.time())
     window = text.window
     if req.stream:
-        return sse(_stream(req, gen, text, rid, created, served.name, tool_mode, window))
+        return sse(_stream(req, gen, text, rid, created, served.name, tool_mode, window, citations))
     try:
         results = await until_disconnect(request, gen.collect())
     except ClientDisconnected:
@@ -178,8 +190,10 @@ async def create_chat_completion(request: Request, req: ChatCompletionRequest, p
         id=rid, created=created, model=served.name, choices=choices, usage=usage,
         context=ContextInfo(prompt_tokens=gen.prompt_tokens, window=window,
                             remaining=max(0, window - gen.prompt_tokens - longest)),
+        citations=citations,
     )
-    return JSONResponse(body.model_dump(mode="json"))
+    unset = {k for k in ("citations", "tool_steps") if getattr(body, k) is None}  # extensions only when used
+    return JSONResponse(body.model_dump(mode="json", exclude=unset))
 
 
 def _final_choice(
@@ -210,7 +224,7 @@ def _final_choice(
 
 async def _stream(
     req: ChatCompletionRequest, gen: Generation, text: ModelText, rid: str, created: int, model: str,
-    tool_mode: str, window: int,
+    tool_mode: str, window: int, citations: list[dict[str, Any]] | None = None,
 ) -> AsyncIterator[bytes]:
     n = req.n
     include_usage = bool(req.stream_options and req.stream_options.include_usage)
@@ -241,7 +255,10 @@ async def _stream(
 
     try:
         for i in range(n):
-            yield chunk(i, {"role": "assistant", "content": ""})
+            first = chunk(i, {"role": "assistant", "content": ""})
+            if citations is not None and i == 0:  # extension: the sources, before the answer
+                first = sse_event({**json.loads(first[6:]), "citations": citations})
+            yield first
         async for d in gen.deltas():
             lp = logprobs_out(text, d.logprobs).model_dump(mode="json") if (req.logprobs and d.logprobs) else None
             content, calls = d.text, []
