@@ -64,6 +64,27 @@ class Settings(BaseSettings):
         description="Origins allowed by CORS (exact, e.g. 'http://localhost:3000'). Empty = no CORS "
         "headers. A wildcard is refused.",
     )
+    auth: Literal["auto", "required"] = Field(
+        "auto",
+        description="'auto': keys are required once any exists (api_keys, or keys created with `jongleur keys "
+        "create`); with none, loopback callers are the local admin. 'required': always require a key (needed "
+        "to bind a non-loopback address without api_keys).",
+    )
+    database_url: SecretStr | None = Field(
+        None,
+        description="SQLAlchemy URL of the state database (keys, usage, audit), e.g. "
+        "'postgresql+psycopg://user:pw@host/db'. Default: SQLite file jongleur.db in data_dir.",
+    )
+    auth_cache_ttl_s: float = Field(
+        5.0, ge=0, le=300,
+        description="How long a checked key stays cached; a revocation made by another process (the CLI) "
+        "takes effect within it.",
+    )
+    model_clearance: dict[str, Literal["public", "internal", "confidential", "secret"]] = Field(
+        default_factory=dict,
+        description="Security level of models, by served name or alias; unlisted models are 'public'. "
+        "A key below a model's level gets 404 for it, as if it did not exist.",
+    )
 
     # --- models
     data_dir: Path = Field(
@@ -132,10 +153,10 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _auth_required_off_loopback(self) -> Settings:
-        if not self.is_loopback and not self.all_api_keys():
+        if not self.is_loopback and not self.all_api_keys() and self.auth != "required":
             raise ValueError(
                 f"refusing to bind {self.host!r} without an API key: set api_keys in jongleur.toml or "
-                "JONGLEUR_API_KEY, or bind 127.0.0.1"
+                "JONGLEUR_API_KEY, or auth = 'required' with keys from `jongleur keys create`, or bind 127.0.0.1"
             )
         return self
 

@@ -16,6 +16,8 @@ from fastapi.middleware.cors import CORSMiddleware
 
 from jongleur import __version__
 from jongleur.api import health
+from jongleur.api.admin import routes as admin_routes
+from jongleur.api.admin.classify import check_routes
 from jongleur.api.errors import install_error_handlers
 from jongleur.api.lifecycle import Lifecycle
 from jongleur.api.metrics import Metrics
@@ -24,7 +26,8 @@ from jongleur.api.model_registry import ModelRegistry
 from jongleur.api.ollama import serving as ollama_serving
 from jongleur.api.openai import router as openai_router
 from jongleur.api.rag import router as rag_router
-from jongleur.api.security import KeyChecker
+from jongleur.auth.accounting import AccountingMiddleware
+from jongleur.auth.setup import build_auth
 from jongleur.config import Settings
 
 log = logging.getLogger("jongleur.api")
@@ -87,14 +90,22 @@ def create_app(
     app.state.registry = registry
     app.state.lifecycle = lifecycle
     app.state.metrics = metrics
-    app.state.key_checker = KeyChecker(settings.all_api_keys())
+    auth = build_auth(settings)
+    app.state.auth = auth.service
+    app.state.limiter = auth.limiter
     install_error_handlers(app)
 
     app.include_router(health.router)
     app.include_router(openai_router.router)
     app.include_router(ollama_serving.router)
+    app.include_router(ollama_serving.public_router)
+    app.include_router(admin_routes.admin_router)
+    app.include_router(admin_routes.self_router)
     app.include_router(rag_router.router)
 
+    check_routes(app)
+    app.add_middleware(AccountingMiddleware, limiter=auth.limiter, directory=auth.directory,
+                       model_levels=auth.model_levels)
     if settings.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=list(settings.cors_origins),
                            allow_methods=["GET", "POST", "OPTIONS"],

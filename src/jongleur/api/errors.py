@@ -18,6 +18,7 @@ from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from jongleur.auth.errors import PolicyError
 from jongleur.engine.errors import (
     CapacityError,
     EngineDeadError,
@@ -80,6 +81,10 @@ def from_exception(exc: BaseException) -> APIError:
     """Map any exception to an `APIError` (unknown ones become a generic 500)."""
     if isinstance(exc, APIError):
         return exc
+    if isinstance(exc, PolicyError):
+        err = APIError(exc.status, exc.message, param=exc.param, code=exc.code, type=exc.type)
+        err.headers.update(exc.headers)
+        return err
     if isinstance(exc, InvalidRequestError):
         return APIError(400, exc.message, param=exc.param, code=exc.code)
     if isinstance(exc, CapacityError):
@@ -171,6 +176,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     app.add_exception_handler(APIError, on_api_error)
     app.add_exception_handler(EngineError, on_api_error)
+    app.add_exception_handler(PolicyError, on_api_error)
     app.add_exception_handler(ValidationError, on_api_error)
     app.add_exception_handler(RequestValidationError, on_validation)
     app.add_exception_handler(StarletteHTTPException, on_http)

@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Sequence
@@ -26,6 +27,7 @@ from jongleur.api.openai.common import MAX_STOP_STRING_CHARS, MAX_STOP_STRINGS, 
 from jongleur.api.security import Principal
 from jongleur.api.textstream import TextStream
 from jongleur.api.tokenization import ModelText
+from jongleur.auth import hooks
 from jongleur.catalog.served import ServedModel
 from jongleur.engine.errors import ContextLengthExceededError, EngineError
 from jongleur.engine.types import (
@@ -71,8 +73,8 @@ def parse_logit_bias(bias: dict[str, float] | None) -> dict[int, float]:
 
 
 def resolve_priority(value: str | int | None, principal: Principal) -> Priority:
-    if value is None:
-        return Priority.NORMAL
+    if value is None:  # the key's own class; a request may lower it, never raise it (clamped)
+        return principal.max_priority
     if isinstance(value, int) and not isinstance(value, bool) and value not in (0, 1, 2):
         raise bad_request("priority must be 'low', 'normal' or 'high'", param="priority")
     return min(Priority.parse(value), principal.max_priority)
@@ -195,6 +197,13 @@ class Generation:
     ) -> None:
         assert served.engine is not None
         self.served = served
+        # the key's limits: max input/output tokens, TPM and quota reservation (raise 400/429 here)
+        n = request.sampling.n
+        capped = hooks.admit(served.name, len(request.prompt_token_ids), request.sampling.max_tokens, n)
+        if capped != request.sampling.max_tokens:
+            request.sampling = dataclasses.replace(request.sampling, max_tokens=capped,
+                                                   min_tokens=min(request.sampling.min_tokens, capped))
+        self._guards = [hooks.output_guard() for _ in range(n)]
         self.request = request
         self.metrics = metrics
         self.prompt_tokens = len(request.prompt_token_ids)
@@ -259,6 +268,12 @@ class Generation:
         elif out.finished:
             text += stream.finish()
             finish = _FINISH.get(out.finish_reason, "stop") if out.finish_reason else "stop"
+        guard = self._guards[i]
+        if guard is not None:  # output guardrails; they hold back a tail until it is safe
+            text = guard.push(text)
+            if finish is not None:
+                text += guard.finish()
+                hooks.record_output_findings(guard)
         if finish is not None:
             self._done[i] = True
         if not text and finish is None and not out.logprobs:
@@ -267,6 +282,7 @@ class Generation:
 
     def _record(self) -> None:
         name = self.served.name
+        hooks.add_tokens(self.prompt_tokens, self.completion_tokens)
         self.metrics.prompt_tokens.labels(name).inc(self.prompt_tokens)
         self.metrics.generation_tokens.labels(name).inc(self.completion_tokens)
         if self._first_token_at is not None and self.completion_tokens > 1:
@@ -297,8 +313,9 @@ def make_engine_request(
         request_id=request_id,
         prompt_token_ids=prompt_ids,
         sampling=sampling,
-        priority=priority,
+        priority=min(priority, principal.max_priority),
         tenant=principal.tenant,
+        tenant_weight=principal.weight,
         cache_salt=principal.tenant,
     )
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from jongleur.api.errors import APIError, bad_request, not_found
+from jongleur.auth.hooks import model_visible
 from jongleur.catalog.served import ServedModel
 
 
@@ -35,7 +36,8 @@ class ModelRegistry:
         return self._models.pop(_key(name), None)
 
     def models(self) -> list[ServedModel]:
-        return list(self._models.values())
+        """The models the current caller may see (all outside a request)."""
+        return [m for m in self._models.values() if model_visible(m.name, self.aliases_of(m.name))]
 
     def aliases_of(self, name: str) -> list[str]:
         return sorted(a for a, t in self._aliases.items() if t == _key(name))
@@ -43,12 +45,15 @@ class ModelRegistry:
     def find(self, name: str) -> ServedModel | None:
         key = _key(name)
         key = self._aliases.get(key, key)
-        return self._models.get(key)
+        model = self._models.get(key)
+        if model is None or not model_visible(model.name, self.aliases_of(model.name)):
+            return None  # above the caller's clearance or outside its scopes: as if missing
+        return model
 
     def resolve(self, name: str | None, kind: str, param: str = "model") -> ServedModel:
         """The model a request names, checked to be of `kind` ("chat" or "embedding")."""
         if not name:
-            candidates = [m for m in self._models.values() if m.kind == kind]
+            candidates = [m for m in self.models() if m.kind == kind]
             if len(candidates) == 1:
                 return candidates[0]
             if not candidates:

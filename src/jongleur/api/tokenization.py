@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from jongleur.api.errors import APIError, bad_request
+from jongleur.auth import hooks
 from jongleur.catalog.served import ServedModel
 
 # ServedModel identity -> (model, compiled template); a hot swap brings a new ServedModel
@@ -37,7 +38,8 @@ class ModelText:
 
     def encode(self, text: str, add_special_tokens: bool = False) -> list[int]:
         """Plain text -> ids; special-token strings in it stay text. `add_special_tokens` adds BOS
-        where the model uses one (raw completion prompts)."""
+        where the model uses one (raw completion prompts). Input guardrails apply first."""
+        text = hooks.guard_input(text, "prompt")
         return list(self.tok.encode(text, add_special_tokens=add_special_tokens))
 
     def decode(self, ids: Sequence[int], skip_special_tokens: bool = True) -> str:
@@ -76,6 +78,8 @@ class ModelText:
         """Chat messages -> prompt token ids, through the model's (sandboxed) chat template. Message
         text stays plain text even where it spells a special token."""
         template = self._template()
+        messages = [{**m, "content": hooks.guard_input(m["content"], "messages")}
+                    if isinstance(m.get("content"), str) else m for m in messages]
         try:
             if hasattr(template, "render_ids"):
                 rendered = template.render_ids(self.tok, messages, tools=tools,

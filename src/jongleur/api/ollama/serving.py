@@ -45,9 +45,10 @@ from jongleur.api.sse import ndjson, ndjson_line
 from jongleur.api.tokenization import ModelText
 from jongleur.api.tool_calls import parse_hermes
 from jongleur.catalog.served import ServedModel
-from jongleur.engine.types import GuidedDecoding, Priority
+from jongleur.engine.types import GuidedDecoding
 
 router = APIRouter(prefix="/api", tags=["ollama"], dependencies=[Depends(get_principal)])
+public_router = APIRouter(prefix="/api", tags=["ollama"])  # /api/version: clients probe it before any key
 
 OLLAMA_VERSION = "0.12.0"  # the Ollama API level we follow; our own version is in `jongleur`
 
@@ -93,7 +94,7 @@ async def _prepare(
     max_tokens = resolve_max_tokens(requested, len(prompt_ids), text.window, state.settings.default_max_tokens,
                                     prompt_param="prompt", max_param="options.num_predict")
     sampling = build_sampling(fields, max_tokens=max_tokens, vocab_size=text.vocab_size, guided=_guided(fmt))
-    engine_req = make_engine_request(new_id("ollama"), prompt_ids, sampling, Priority.NORMAL, principal)
+    engine_req = make_engine_request(new_id("ollama"), prompt_ids, sampling, principal.max_priority, principal)
     gen = Generation(served, text, engine_req, stop_list(fields.stop, "options.stop"), state.metrics)
     await until_disconnect(request, gen.start())
     return gen
@@ -309,6 +310,6 @@ async def show(request: Request) -> dict[str, Any]:
             "modified_at": _entry(served)["modified_at"]}
 
 
-@router.get("/version")
+@public_router.get("/version")
 async def version() -> dict[str, str]:
     return {"version": OLLAMA_VERSION, "jongleur": __version__}
