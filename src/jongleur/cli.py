@@ -26,6 +26,11 @@ app = typer.Typer(help="jongleur: a self-hosted LLM server with its own inferenc
 models_app = typer.Typer(help="Manage and list models.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
 
+from jongleur.auth.cli import keys_app, tenants_app
+
+app.add_typer(keys_app, name="keys")
+app.add_typer(tenants_app, name="tenants")
+
 DEFAULT_URL = os.environ.get("JONGLEUR_URL", "http://127.0.0.1:8000")
 UrlOpt = Annotated[str, typer.Option("--url", help="Base URL of a running jongleur server.")]
 
