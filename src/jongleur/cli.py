@@ -26,6 +26,12 @@ app = typer.Typer(help="jongleur: a self-hosted LLM server with its own inferenc
 models_app = typer.Typer(help="Manage and list models.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
 
+from jongleur.mcp.commands import ingest as ingest_command  # noqa: E402
+from jongleur.mcp.commands import mcp as mcp_command  # noqa: E402
+
+app.command("ingest")(ingest_command)
+app.command("mcp")(mcp_command)
+
 from jongleur.auth.cli import keys_app, tenants_app
 
 app.add_typer(keys_app, name="keys")

@@ -26,6 +26,7 @@ from jongleur.api.model_registry import ModelRegistry
 from jongleur.api.ollama import serving as ollama_serving
 from jongleur.api.openai import router as openai_router
 from jongleur.api.rag import router as rag_router
+from jongleur.mcp.http import install_mcp
 from jongleur.auth.accounting import AccountingMiddleware
 from jongleur.auth.setup import build_auth
 from jongleur.config import Settings
@@ -102,6 +103,7 @@ def create_app(
     app.include_router(admin_routes.admin_router)
     app.include_router(admin_routes.self_router)
     app.include_router(rag_router.router)
+    install_mcp(app)  # /mcp: the MCP server over streamable HTTP (jongleur.mcp.http)
 
     check_routes(app)
     app.add_middleware(AccountingMiddleware, limiter=auth.limiter, directory=auth.directory,
