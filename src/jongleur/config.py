@@ -22,6 +22,8 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from jongleur.mcp.config import MCPServerConfig
+
 DEFAULT_CONFIG_FILE = "jongleur.toml"
 _toml_file: ContextVar[Path | None] = ContextVar("jongleur_toml_file", default=None)
 
@@ -112,6 +114,13 @@ class Settings(BaseSettings):
     )
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
         "auto", description="Weight and activation dtype (auto: bf16 where the CPU supports it, else fp32)."
+    )
+
+    # --- document bases and MCP
+    mcp_servers: list[MCPServerConfig] = Field(
+        default_factory=list,
+        description="External MCP servers ([[mcp_servers]] tables: name, command or url, timeout_s, "
+        "max_result_chars, allowed, min_clearance, approved) whose tools chat requests may use (mcp_tools).",
     )
 
     # --- engine

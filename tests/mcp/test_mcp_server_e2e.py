@@ -27,9 +27,46 @@ INIT = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
 MCP_HEADERS = {"accept": "application/json, text/event-stream", "content-type": "application/json"}
 
 
+CALC_SERVER = """
+from typing import Annotated
+from pydantic import Field
+from mcp.server import MCPServer
+
+server = MCPServer("calc")
+
+
+@server.tool(description="Add two small integers and return the sum.")
+def add(a: Annotated[int, Field(ge=0, le=99)], b: Annotated[int, Field(ge=0, le=99)]) -> str:
+    return str(a + b)
+
+
+server.run("stdio")
+"""
+
+
+def write_config(tmp: Path) -> Path:
+    script = tmp / "calc_server.py"
+    script.write_text(CALC_SERVER)
+    command = json.dumps([sys.executable, str(script)])
+    config = tmp / "jongleur.toml"
+    config.write_text(f"""
+[[mcp_servers]]
+name = "calc"
+command = {command}
+timeout_s = 30
+
+[[mcp_servers]]
+name = "pinned"
+command = {command}
+approved = {{ add = "{'0' * 64}" }}
+""")
+    return config
+
+
 @pytest.fixture(scope="module")
 def server(tiny_qwen2_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    proc = start_server(tmp_path_factory.mktemp("mcp-serve"), tiny_qwen2_dir)
+    tmp = tmp_path_factory.mktemp("mcp-serve")
+    proc = start_server(tmp, tiny_qwen2_dir, "--config", str(write_config(tmp)))
     yield proc
     assert proc.stop() == 0, proc.log_tail()[-800:]
 
@@ -129,3 +166,40 @@ async def test_stdio_through_jongleur_mcp(server: ServerProcess, keys: tuple[str
         await session.initialize()
         r = await session.call_tool("search", {"query": "recovery", "collections": ["kb"]})
         assert r.is_error
+
+
+def test_tool_loop_with_pinned_external_tools(server: ServerProcess, keys: tuple[str, str]) -> None:
+    from rag.server import TEAM_A  # a configured key: an admin
+
+    a, b = keys
+    with httpx.Client(base_url=server.base_url, timeout=120) as http:
+        listed = http.get("/admin/mcp/tools", headers=auth(TEAM_A))
+        assert listed.status_code == 200, listed.text
+        tools = {t["id"]: t for t in listed.json()["data"]}
+        assert tools["calc.add"]["status"] == "pending" and tools["pinned.add"]["status"] == "changed"
+        assert http.get("/admin/mcp/tools", headers=auth(b)).status_code in (403, 404) or a == TEAM_A
+        body = {"model": "tiny", "messages": [{"role": "user", "content": "What is 2 + 3?"}], "max_tokens": 40,
+                "mcp_tools": ["calc.add"], "tool_choice": {"type": "function", "function": {"name": "calc.add"}}}
+        r = http.post("/v1/chat/completions", json=body, headers=auth(a))
+        assert r.status_code == 404 and r.json()["error"]["code"] == "tool_not_found"  # not approved yet
+        r = http.post("/admin/mcp/tools/calc.add/approve", json={"sha256": "f" * 64}, headers=auth(TEAM_A))
+        assert r.status_code == 400
+        r = http.post("/admin/mcp/tools/calc.add/approve", json={"sha256": tools["calc.add"]["sha256"]},
+                      headers=auth(TEAM_A))
+        assert r.status_code == 200 and r.json()["status"] == "approved"
+        r = http.post("/v1/chat/completions", json=body, headers=auth(a))
+        assert r.status_code == 200, r.text
+        step = r.json()["tool_steps"][0]
+        assert step["tool"] == "calc.add" and step["error"] is None
+        assert step["result"] == str(step["arguments"]["a"] + step["arguments"]["b"])
+        assert r.json()["choices"][0]["finish_reason"] in ("stop", "length")
+        # streamed: the steps arrive as `tool_step` chunks before the answer
+        with http.stream("POST", "/v1/chat/completions", json={**body, "stream": True}, headers=auth(a)) as s:
+            events = [json.loads(ln[6:]) for ln in s.iter_lines() if ln.startswith("data: {")]
+        steps = [e["tool_step"] for e in events if "tool_step" in e]
+        assert steps and steps[0]["tool"] == "calc.add" and steps[0]["result"].isdigit()
+        assert any(e["choices"] and e["choices"][0]["finish_reason"] for e in events)
+        # a changed definition stays disabled
+        r = http.post("/v1/chat/completions", json={**body, "mcp_tools": ["pinned.add"], "tool_choice": "auto"},
+                      headers=auth(a))
+        assert r.status_code == 404

@@ -20,16 +20,17 @@ from jongleur.api.admin import routes as admin_routes
 from jongleur.api.admin.classify import check_routes
 from jongleur.api.errors import install_error_handlers
 from jongleur.api.lifecycle import Lifecycle
+from jongleur.api.mcp import router as mcp_admin_router
 from jongleur.api.metrics import Metrics
 from jongleur.api.middleware import LOOPBACK_HOSTS, GuardMiddleware
 from jongleur.api.model_registry import ModelRegistry
 from jongleur.api.ollama import serving as ollama_serving
 from jongleur.api.openai import router as openai_router
 from jongleur.api.rag import router as rag_router
-from jongleur.mcp.http import install_mcp
 from jongleur.auth.accounting import AccountingMiddleware
 from jongleur.auth.setup import build_auth
 from jongleur.config import Settings
+from jongleur.mcp.http import install_mcp
 
 log = logging.getLogger("jongleur.api")
 
@@ -103,6 +104,7 @@ def create_app(
     app.include_router(admin_routes.admin_router)
     app.include_router(admin_routes.self_router)
     app.include_router(rag_router.router)
+    app.include_router(mcp_admin_router.router)
     install_mcp(app)  # /mcp: the MCP server over streamable HTTP (jongleur.mcp.http)
 
     check_routes(app)

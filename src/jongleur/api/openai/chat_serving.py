@@ -138,8 +138,6 @@ async def create_chat_completion(request: Request, req: ChatCompletionRequest, p
     served = state.registry.resolve(req.model, "chat")
     require_engine(served)
     text = ModelText(served)
-    tools = [t.model_dump(exclude_none=True) for t in req.tools] if req.tools else None
-    guided, tool_mode = guided_for(req, tools)
     messages = message_dicts(req)
     citations: list[dict[str, Any]] | None = None
     if req.collections:  # extension: retrieval-augmented answer with citations (api/rag/chat.py)
@@ -152,6 +150,8 @@ async def create_chat_completion(request: Request, req: ChatCompletionRequest, p
         from jongleur.mcp.tool_loop import run_tool_chat
 
         return await run_tool_chat(request, req, principal, served, messages, citations)
+    tools = [t.model_dump(exclude_none=True) for t in req.tools] if req.tools else None
+    guided, tool_mode = guided_for(req, tools)
     prompt_ids = text.render_chat(messages, tools if tool_mode != "none" else None,
                                   req.add_generation_prompt)
     requested = req.max_completion_tokens if req.max_completion_tokens is not None else req.max_tokens

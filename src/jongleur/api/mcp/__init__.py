@@ -1,0 +1,1 @@
+"""Admin routes for external MCP tools: `/admin/mcp/tools` (see `router.py`)."""
