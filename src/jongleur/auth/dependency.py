@@ -1,7 +1,7 @@
 """The FastAPI dependencies: `PrincipalDep` (any valid caller), `AdminDep` (role admin, else 403).
 
 `get_principal` authenticates, records the principal on the request's account, counts the
-request against the key's RPM and loads its quota counters.
+inference request against the key's RPM and loads its quota counters.
 """
 
 from __future__ import annotations
@@ -33,7 +33,8 @@ async def get_principal(request: Request) -> Principal:
     if account is not None:
         account.principal = principal
     if principal.authenticated:
-        state.limiter.hit(principal)
+        if account is not None and account.route in accounting.INFERENCE_PATHS:
+            state.limiter.hit(principal)  # RPM counts inference requests (not /v1/usage, /v1/models...)
         directory = state.auth.directory
 
         async def tokens_since(key_id: str, since: float) -> int:
