@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from fastapi import APIRouter, Request
@@ -16,6 +17,7 @@ from jongleur.api.model_registry import ModelRegistry
 
 router = APIRouter(tags=["system"])
 log = logging.getLogger("jongleur.api")
+STATS_TIMEOUT_S = 2.0  # an engine busy in a long step answers late: keep the last figures
 
 
 @router.get("/health")
@@ -49,7 +51,7 @@ async def metrics(request: Request) -> Response:
     for served in registry.models():
         if served.engine is not None and served.engine.is_alive():
             try:
-                m.set_engine_stats(served.name, await served.engine.stats())
+                m.set_engine_stats(served.name, await asyncio.wait_for(served.engine.stats(), STATS_TIMEOUT_S))
             except Exception:  # noqa: BLE001 - a scrape must not fail because one engine is dying
                 log.debug("engine stats unavailable for %s", served.name)
     return Response(m.render(), media_type=CONTENT_TYPE_LATEST)
