@@ -42,8 +42,11 @@ class ExternalTool:
                 "input_schema": self.input_schema, "sha256": self.sha256, "status": self.status}
 
     def openai_tool(self) -> dict[str, Any]:
+        params = dict(self.input_schema or {"type": "object"})
+        if params.get("properties") and "additionalProperties" not in params:
+            params["additionalProperties"] = False  # a forced call then holds exactly the declared arguments
         return {"type": "function", "function": {"name": self.id, "description": self.description[:1000],
-                                                 "parameters": self.input_schema or {"type": "object"}}}
+                                                 "parameters": params}}
 
 
 class ToolCallError(Exception):

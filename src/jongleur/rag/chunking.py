@@ -136,8 +136,9 @@ def chunk_blocks(blocks: list[Block], count: TokenCounter, max_tokens: int = 200
             level = block.level or 1
             path = [(lv, t) for lv, t in path if lv < level] + [(level, block.text[:200])]
             continue
+        # split pieces leave room for the overlap carried from the previous chunk
         pieces = ([_Piece(block.text, block.page, block.start, block.end, n, block.kind == "code")]
-                  if n <= max_tokens else _split_long(block, count, max_tokens))
+                  if n <= max_tokens else _split_long(block, count, max(8, max_tokens - overlap_tokens)))
         for piece in pieces:
             if cur and (cur_tokens + piece.tokens > max_tokens or piece.page != cur[-1].page):
                 emit(carry=piece.page == cur[-1].page)
