@@ -41,21 +41,25 @@ def assert_error_shape(path: str, resp, status: int | None = None) -> None:
         assert "Traceback" not in err["message"]
 
 
+CORE_POSTS = {"/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/api/chat", "/api/generate",
+              "/api/embed", "/api/embeddings", "/api/show", "/tokenize", "/detokenize"}
+
+
 def test_route_walk_bad_bodies(client: TestClient) -> None:
+    """Every POST route (ours exactly, routes added by other packages by shape and a 4xx)."""
     paths = client.app.openapi()["paths"]
     posts = [p for p, ops in paths.items() if "post" in ops]
-    assert {"/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/api/chat", "/api/generate",
-            "/api/embed", "/tokenize"} <= set(posts)
+    assert CORE_POSTS <= set(posts)
     for path in posts:
-        for body in BAD_BODIES:
+        exact = 400 if path in CORE_POSTS else None
+        for body in [*BAD_BODIES, b'{"model": 5, "messages": "x", "prompt": {}, "input": 3}']:
             resp = client.post(path, content=body, headers={"content-type": "application/json"})
-            assert_error_shape(path, resp, 400)
-        resp = client.post(path, json={"model": 5, "messages": "x", "prompt": {}, "input": 3})
-        assert_error_shape(path, resp, 400)
+            assert_error_shape(path, resp, exact)
+            assert 400 <= resp.status_code < 500, (path, resp.status_code)
         resp = client.post(path, content=b"x" * 70_000)
         assert_error_shape(path, resp, 413)
         resp = client.post(path, content=b"<a/>", headers={"content-type": "application/xml"})
-        assert_error_shape(path, resp, 415)
+        assert_error_shape(path, resp, 415 if path in CORE_POSTS else None)
     for path, ops in paths.items():
         if "get" in ops and "{" not in path and path not in ("/docs", "/openapi.json", "/metrics"):
             resp = client.delete(path)

@@ -38,7 +38,7 @@ def client(server: ServerProcess) -> openai.OpenAI:
 
 
 def kv_used(server: ServerProcess) -> float:
-    for line in httpx.get(server.base_url + "/metrics").text.splitlines():
+    for line in httpx.get(server.base_url + "/metrics", timeout=30).text.splitlines():
         if line.startswith("jongleur_kv_cache_usage_ratio{"):
             return float(line.rsplit(" ", 1)[1])
     raise AssertionError("no kv usage metric")
@@ -95,7 +95,7 @@ def test_embeddings(client: openai.OpenAI) -> None:
 def test_disconnect_frees_kv(server: ServerProcess) -> None:
     body = {"model": "tiny", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 400,
             "ignore_eos": True, "stream": True}
-    with httpx.stream("POST", server.base_url + "/v1/chat/completions", json=body) as r:
+    with httpx.stream("POST", server.base_url + "/v1/chat/completions", json=body, timeout=120) as r:
         lines = r.iter_lines()
         for _ in range(6):
             next(lines)
