@@ -211,3 +211,19 @@ def test_sigterm_drains(tmp_log) -> None:
         assert server.proc is not None and server.proc.wait(15) == 0
     finally:
         server.stop()
+
+
+def test_cli_run_and_models_ls(fake_server: ServerProcess) -> None:
+    import subprocess
+    import sys
+
+    cli = [sys.executable, "-m", "jongleur.cli"]
+    out = subprocess.run([*cli, "run", "fake-chat", "hi", "--url", fake_server.base_url], capture_output=True,
+                         text=True, timeout=60, check=True)
+    assert out.stdout.strip() == "Hello, world!"
+    out = subprocess.run([*cli, "models", "ls", "--url", fake_server.base_url], capture_output=True, text=True,
+                         timeout=60, check=True)
+    assert "fake-chat" in out.stdout
+    out = subprocess.run([*cli, "chat", "--url", fake_server.base_url], input="hi\n/bye\n", capture_output=True,
+                         text=True, timeout=60, check=True)
+    assert "Hello, world!" in out.stdout
