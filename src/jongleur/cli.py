@@ -26,8 +26,8 @@ app = typer.Typer(help="jongleur: a self-hosted LLM server with its own inferenc
 models_app = typer.Typer(help="Manage and list models.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
 
-from jongleur.mcp.commands import ingest as ingest_command  # noqa: E402
-from jongleur.mcp.commands import mcp as mcp_command  # noqa: E402
+from jongleur.mcp.commands import ingest as ingest_command
+from jongleur.mcp.commands import mcp as mcp_command
 
 app.command("ingest")(ingest_command)
 app.command("mcp")(mcp_command)
