@@ -25,7 +25,6 @@ from jongleur.api.errors import APIError, bad_request
 from jongleur.api.metrics import Metrics
 from jongleur.api.openai.common import MAX_STOP_STRING_CHARS, MAX_STOP_STRINGS, SamplingFields
 from jongleur.api.security import Principal
-from jongleur.api.textstream import TextStream
 from jongleur.api.tokenization import ModelText
 from jongleur.auth import hooks
 from jongleur.catalog.served import ServedModel
@@ -39,6 +38,7 @@ from jongleur.engine.types import (
     SamplingParams,
     TokenLogprob,
 )
+from jongleur.tokenizer import IncrementalDetokenizer, StopAutomaton
 
 T = TypeVar("T")
 
@@ -210,8 +210,12 @@ class Generation:
         self.cached_tokens = 0
         self.completion_tokens = 0
         self.prompt_logprobs: list[TokenLogprob | None] | None = None
-        decode = lambda ids: text.decode(ids, skip_special_tokens=skip_special_tokens)
-        self._streams = [TextStream(decode, stop) for _ in range(request.sampling.n)]
+        stops = StopAutomaton(stop)  # validated and built once, shared by the choices
+        self._streams = [
+            IncrementalDetokenizer(text, prompt_ids=request.prompt_token_ids,
+                                   skip_special_tokens=skip_special_tokens, stop=stops)
+            for _ in range(request.sampling.n)
+        ]
         self._done = [False] * request.sampling.n
         self._gen = served.engine.generate(request)
         self._first: EngineOutput | None = None
@@ -261,12 +265,13 @@ class Generation:
             raise EngineError(out.error or "generation failed")
         stream = self._streams[i]
         self.completion_tokens += len(out.new_token_ids)
-        text = stream.push(out.new_token_ids)
+        delta = stream.add(out.new_token_ids)
+        text = delta.text
         finish: str | None = None
-        if stream.stopped:
+        if delta.finished:
             finish = "stop"
         elif out.finished:
-            text += stream.finish()
+            text += stream.finish().text
             finish = _FINISH.get(out.finish_reason, "stop") if out.finish_reason else "stop"
         guard = self._guards[i]
         if guard is not None:  # output guardrails; they hold back a tail until it is safe
