@@ -107,3 +107,42 @@ def test_long_streamed_call_body_is_linear() -> None:
     calls += stream.finish().tool_calls
     assert time.perf_counter() - start < 5.0
     assert [c.name for c in calls] == ["big"] and json.loads(calls[0].arguments) == json.loads(args)
+
+
+BARE = '  {"name": "get_weather", "arguments": {"city": "Paris"}}\n'
+BARE_CASES = {  # text -> (content, calls) for a parser offered the tool "get_weather"
+    "bare_call": (BARE, "", [("get_weather", {"city": "Paris"})]),
+    "bare_unknown_tool": ('{"name": "other", "arguments": {}}', '{"name": "other", "arguments": {}}', []),
+    "bare_not_a_call": ('{"answer": 42}', '{"answer": 42}', []),
+    "bare_with_text_after": (BARE + "ok", BARE + "ok", []),
+    "text_then_json": ('Here: {"name": "get_weather", "arguments": {}}',
+                       'Here: {"name": "get_weather", "arguments": {}}', []),
+    "tagged_still_works": ("Sure." + CALL_A, "Sure.", [("get_weather", {"city": "Paris", "unit": "°C"})]),
+    "json_then_tagged": ('{"x": 1}' + CALL_A, '{"x": 1}', [("get_weather", {"city": "Paris", "unit": "°C"})]),
+    "whitespace_only": ("  \n ", "  \n ", []),
+}
+
+
+@pytest.mark.parametrize("name", sorted(BARE_CASES))
+def test_bare_json_call_complete_and_streamed(name: str) -> None:
+    """Small models (Qwen2.5 0.5B) often drop the tags: a reply that is only a call to an offered tool
+    is a call; any other JSON or text stays content."""
+    text, content, calls = BARE_CASES[name]
+    parser = tool_parser_for("qwen2", bare_names=frozenset({"get_weather"}))
+    assert _summary(parser.parse(text)) == (content, calls)
+    for cuts in ([], [1], [len(text) // 2], list(range(1, len(text)))):
+        stream = parser.stream()
+        deltas = [stream.feed(text[a:b]) for a, b in itertools.pairwise([0, *cuts, len(text)])] + [stream.finish()]
+        got_calls = [(c.name, json.loads(c.arguments)) for d in deltas for c in d.tool_calls]
+        assert ("".join(d.content for d in deltas), got_calls) == (content, calls), cuts
+
+
+def test_bare_json_needs_offered_tools() -> None:
+    assert _summary(HermesToolParser().parse(BARE)) == (BARE, [])
+
+
+def test_complete_call_openai_shape() -> None:
+    [call] = HermesToolParser().parse(CALL_A).tool_calls
+    shaped = call.to_openai()
+    assert shaped["id"] == call.id and shaped["type"] == "function"
+    assert shaped["function"] == {"name": "get_weather", "arguments": call.arguments}

@@ -9,6 +9,11 @@ the whole text, so both paths always agree.
 
 Content rules: whitespace touching a tool call is dropped, and the content pieces between calls
 are joined with "\n".
+
+Bare calls: small models (Qwen2.5 0.5B) often drop the tags and reply with nothing but
+`{"name": ..., "arguments": {...}}`. A parser built with `bare_names` accepts such a reply as one
+call when the name is one of the offered tools; while streaming, a reply that opens with "{" is
+then held back whole until the end, since only then is it known to be a call or content.
 """
 
 from __future__ import annotations
@@ -26,6 +31,10 @@ class ToolCall:
     id: str
     name: str
     arguments: str
+
+    def to_openai(self) -> dict[str, Any]:
+        """OpenAI's `message.tool_calls[]` entry."""
+        return {"id": self.id, "type": "function", "function": {"name": self.name, "arguments": self.arguments}}
 
 
 @dataclass(frozen=True)
@@ -102,6 +111,15 @@ def parse_call_json(body: str) -> tuple[str, str] | None:
     return obj["name"], json.dumps(arguments, ensure_ascii=False)
 
 
+def parse_bare_call(text: str, tool_names: frozenset[str]) -> tuple[str, str] | None:
+    """`(name, arguments JSON)` if the whole of `text` is an untagged call to one of `tool_names`."""
+    stripped = text.strip()
+    if not (stripped.startswith("{") and stripped.endswith("}")):
+        return None
+    parsed = parse_call_json(stripped)
+    return parsed if parsed is not None and parsed[0] in tool_names else None
+
+
 def _partial_suffix(text: str, tag: str) -> int:
     """Length of the longest end of `text` that is a proper beginning of `tag`."""
     for n in range(min(len(tag) - 1, len(text)), 0, -1):
@@ -111,10 +129,17 @@ def _partial_suffix(text: str, tag: str) -> int:
 
 
 class TaggedCallStream:
-    """Streaming parser for calls wrapped in start/end tags with a JSON body (hermes and kin)."""
+    """Streaming parser for calls wrapped in start/end tags with a JSON body (hermes and kin).
 
-    def __init__(self, start: str, end: str) -> None:
+    With `bare_names`, a reply that is only an untagged call to one of those tools counts too.
+    """
+
+    def __init__(self, start: str, end: str, bare_names: frozenset[str] = frozenset()) -> None:
         self._start, self._end = start, end
+        self._bare_names = bare_names
+        # reply opening held back while it may be a bare call: None once decided it is not
+        self._bare_held: str | None = "" if bare_names else None
+        self._bare_open = False  # the held reply opened with "{": hold all of it
         self._buf = ""
         self._in_call = False
         self._body: list[str] = []  # a call body seen so far, less the tail kept in `_buf`
@@ -127,12 +152,23 @@ class TaggedCallStream:
         self._calls: list[ToolCallDelta] = []
 
     def feed(self, text: str) -> ToolStreamDelta:
+        if self._bare_held is not None:
+            self._bare_held += text
+            head = self._bare_held.lstrip()
+            if self._bare_open or not head:
+                return ToolStreamDelta()
+            if head.startswith("{"):
+                self._bare_open = True
+                return ToolStreamDelta()
+            text, self._bare_held = self._bare_held, None
         self._buf += text
         while self._step():
             pass
         return self._take()
 
     def finish(self) -> ToolStreamDelta:
+        if self._bare_held is not None:
+            return self._finish_held(self._bare_held)
         if self._in_call:
             self._close_call("".join(self._body) + self._buf, terminated=False)
         else:
@@ -143,6 +179,18 @@ class TaggedCallStream:
             self._emit(self._held_ws)
         self._held_ws = ""
         return self._take()
+
+    def _finish_held(self, text: str) -> ToolStreamDelta:
+        """The whole reply was held: tagged calls if any, else a bare call, else plain content."""
+        self._bare_held = None
+        tagged = TaggedCallStream(self._start, self._end)
+        first, last = tagged.feed(text), tagged.finish()
+        if first.tool_calls or last.tool_calls:
+            return ToolStreamDelta(first.content + last.content, first.tool_calls + last.tool_calls)
+        bare = parse_bare_call(text, self._bare_names)
+        if bare is None:
+            return ToolStreamDelta(first.content + last.content)
+        return ToolStreamDelta("", (ToolCallDelta(0, new_call_id(), *bare),))
 
     def _step(self) -> bool:
         """Consume what can be decided now; True if more may be decidable."""
@@ -210,8 +258,11 @@ class HermesToolParser:
     name = "hermes"
     start, end = "<tool_call>", "</tool_call>"
 
+    def __init__(self, bare_names: frozenset[str] = frozenset()) -> None:
+        self.bare_names = bare_names  # tools whose untagged call (a bare JSON reply) counts too
+
     def stream(self) -> TaggedCallStream:
-        return TaggedCallStream(self.start, self.end)
+        return TaggedCallStream(self.start, self.end, self.bare_names)
 
     def parse(self, text: str) -> ParsedOutput:
         stream = self.stream()
@@ -226,9 +277,14 @@ FAMILY_PARSERS = {"qwen": "hermes", "qwen2": "hermes", "qwen2.5": "hermes", "qwe
 DEFAULT_PARSER = "hermes"
 
 
-def tool_parser_for(family: str | None = None, *, parser: str | None = None) -> ToolParser:
-    """The parser named `parser`, else the one registered for `family`, else hermes."""
+def tool_parser_for(
+    family: str | None = None, *, parser: str | None = None, bare_names: frozenset[str] = frozenset()
+) -> ToolParser:
+    """The parser named `parser`, else the one registered for `family`, else hermes.
+
+    `bare_names`: the offered tools; a reply that is only an untagged call to one of them is a call.
+    """
     name = parser or FAMILY_PARSERS.get((family or "").lower(), DEFAULT_PARSER)
     if name not in TOOL_PARSERS:
         raise ValueError(f"unknown tool parser {name!r}; known: {sorted(TOOL_PARSERS)}")
-    return TOOL_PARSERS[name]()
+    return TOOL_PARSERS[name](bare_names)

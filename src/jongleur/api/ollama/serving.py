@@ -43,9 +43,9 @@ from jongleur.api.openai.embeddings_serving import run_embeddings
 from jongleur.api.security import Principal, PrincipalDep, get_principal
 from jongleur.api.sse import ndjson, ndjson_line
 from jongleur.api.tokenization import ModelText
-from jongleur.api.tool_calls import parse_hermes
 from jongleur.catalog.served import ServedModel
 from jongleur.engine.types import GuidedDecoding
+from jongleur.tokenizer.tool_calls import tool_parser_for
 
 router = APIRouter(prefix="/api", tags=["ollama"], dependencies=[Depends(get_principal)])
 public_router = APIRouter(prefix="/api", tags=["ollama"])  # /api/version: clients probe it before any key
@@ -106,15 +106,16 @@ def _stats(gen: Generation, started: float) -> dict[str, Any]:
             "prompt_eval_duration": 0, "eval_count": gen.completion_tokens, "eval_duration": total}
 
 
-def _ollama_calls(text: str) -> tuple[str, list[dict[str, Any]]]:
-    content, calls = parse_hermes(text)
-    return content, [{"function": {"name": c.name, "arguments": json.loads(c.arguments or "{}")}} for c in calls]
+def _ollama_calls(served: ServedModel, text: str) -> tuple[str, list[dict[str, Any]]]:
+    parsed = tool_parser_for(parser=served.tool_parser).parse(text)
+    return parsed.content, [{"function": {"name": c.name, "arguments": json.loads(c.arguments)}}
+                            for c in parsed.tool_calls]
 
 
 @router.post("/chat")
 async def chat(request: Request, principal: PrincipalDep) -> Response:
     req = await parse_body(request, ChatRequest)
-    served = request.app.state.registry.resolve(req.model, "chat")
+    served = await request.app.state.registry.aresolve(req.model, "chat")
     require_engine(served)
     if not req.messages:  # Ollama answers an empty chat by loading the model
         return JSONResponse({"model": req.model, "created_at": _now(), "message": {"role": "assistant",
@@ -155,7 +156,7 @@ async def chat(request: Request, principal: PrincipalDep) -> Response:
     except ClientDisconnected:
         return Response(status_code=499)
     r = results[0]
-    content, calls = _ollama_calls(r.text) if tools else (r.text, [])
+    content, calls = _ollama_calls(served, r.text) if tools else (r.text, [])
     message: dict[str, Any] = {"role": "assistant", "content": content}
     if calls:
         message["tool_calls"] = calls
@@ -173,7 +174,7 @@ async def _single(line: dict[str, Any]) -> AsyncIterator[bytes]:
 @router.post("/generate")
 async def generate(request: Request, principal: PrincipalDep) -> Response:
     req = await parse_body(request, GenerateRequest)
-    served = request.app.state.registry.resolve(req.model, "chat")
+    served = await request.app.state.registry.aresolve(req.model, "chat")
     require_engine(served)
     if req.template:
         raise bad_request("custom templates are not accepted", param="template")
@@ -266,7 +267,8 @@ def _digest(served: ServedModel) -> str:
 
 
 def _entry(served: ServedModel) -> dict[str, Any]:
-    name = served.name if ":" in served.name else served.name + ":latest"
+    name = served.name.replace("@", ":")  # store versions: name@tag -> Ollama's name:tag
+    name = name if ":" in name else name + ":latest"
     return {"name": name, "model": name,
             "modified_at": datetime.fromtimestamp(served.created, UTC).isoformat().replace("+00:00", "Z"),
             "size": int((served.details or {}).get("size", 0)), "digest": _digest(served),
@@ -281,7 +283,7 @@ async def tags(request: Request) -> dict[str, Any]:
 @router.get("/ps")
 async def ps(request: Request) -> dict[str, Any]:
     models = []
-    for m in request.app.state.registry.models():
+    for m in request.app.state.registry.loaded_models():
         entry = _entry(m)
         entry.pop("modified_at")
         entry.update({"expires_at": "2999-01-01T00:00:00Z", "size_vram": 0,

@@ -38,14 +38,10 @@ from jongleur.api.openai.common import ContextInfo, Usage
 from jongleur.api.security import Principal
 from jongleur.api.sse import DONE, sse, sse_event
 from jongleur.api.tokenization import ModelText
-from jongleur.api.tool_calls import (
-    HermesStreamParser,
-    bare_call,
-    forced_call_constraint,
-    parse_forced,
-    parse_hermes,
-)
+from jongleur.api.tool_choice import forced_call_constraint, parse_forced
+from jongleur.catalog.served import ServedModel
 from jongleur.engine.types import GuidedDecoding, TokenLogprob
+from jongleur.tokenizer.tool_calls import ToolCallDelta, ToolParser, tool_parser_for
 
 
 def message_dicts(req: ChatCompletionRequest) -> list[dict[str, Any]]:
@@ -120,6 +116,11 @@ def guided_for(req: ChatCompletionRequest, tools: list[dict[str, Any]] | None) -
     return guided, mode
 
 
+def tool_parser(served: ServedModel, tool_names: set[str]) -> ToolParser:
+    """The model's tool-call parser; an untagged JSON call to one of `tool_names` counts too."""
+    return tool_parser_for(parser=served.tool_parser, bare_names=frozenset(tool_names))
+
+
 def logprobs_out(text: ModelText, items: list[TokenLogprob]) -> ChoiceLogprobs:
     def entry(token_id: int, logprob: float) -> tuple[str, float, list[int]]:
         s = text.token_text(token_id)
@@ -135,7 +136,7 @@ def logprobs_out(text: ModelText, items: list[TokenLogprob]) -> ChoiceLogprobs:
 
 async def create_chat_completion(request: Request, req: ChatCompletionRequest, principal: Principal) -> Response:
     state = request.app.state
-    served = state.registry.resolve(req.model, "chat")
+    served = await state.registry.aresolve(req.model, "chat")
     require_engine(served)
     text = ModelText(served)
     messages = message_dicts(req)
@@ -175,13 +176,15 @@ async def create_chat_completion(request: Request, req: ChatCompletionRequest, p
     created = int(time.time())
     window = text.window
     if req.stream:
-        return sse(_stream(req, gen, text, rid, created, served.name, tool_mode, window, citations))
+        names = {t.function.name for t in req.tools or []}
+        parser = tool_parser(served, names) if tool_mode == "auto" else None
+        return sse(_stream(req, gen, text, rid, created, served.name, tool_mode, parser, window, citations))
     try:
         results = await until_disconnect(request, gen.collect())
     except ClientDisconnected:
         return Response(status_code=499)
-    names = {t["function"]["name"] for t in tools or []}
-    choices = [_final_choice(r, text, tool_mode, req.logprobs, names) for r in results]
+    parser = tool_parser(served, {t["function"]["name"] for t in tools or []})
+    choices = [_final_choice(r, text, tool_mode, req.logprobs, parser) for r in results]
     usage = Usage(prompt_tokens=gen.prompt_tokens, completion_tokens=gen.completion_tokens,
                   total_tokens=gen.prompt_tokens + gen.completion_tokens,
                   prompt_tokens_details={"cached_tokens": gen.cached_tokens})
@@ -197,20 +200,18 @@ async def create_chat_completion(request: Request, req: ChatCompletionRequest, p
 
 
 def _final_choice(
-    r: ChoiceResult, text: ModelText, tool_mode: str, want_logprobs: bool, tool_names: set[str]
+    r: ChoiceResult, text: ModelText, tool_mode: str, want_logprobs: bool, parser: ToolParser
 ) -> ChatChoice:
     content: str | None = r.text
     calls = []
     if tool_mode == "auto":
-        content, calls = parse_hermes(r.text)
-        if not calls:
-            calls = bare_call(r.text, tool_names)
-            content = None if calls else content
+        parsed = parser.parse(r.text)
+        content, calls = parsed.content, parsed.tool_calls
     elif tool_mode == "required" or tool_mode.startswith("named:"):
         calls = parse_forced(r.text, tool_mode[6:] if tool_mode.startswith("named:") else None)
         if calls:
             content = None
-    tool_calls = [ToolCall(**c.to_openai(i)) for i, c in enumerate(calls)] or None
+    tool_calls = [ToolCall(**c.to_openai()) for c in calls] or None
     finish = "tool_calls" if tool_calls and r.finish_reason == "stop" else r.finish_reason
     if tool_calls and not content:
         content = None
@@ -224,14 +225,13 @@ def _final_choice(
 
 async def _stream(
     req: ChatCompletionRequest, gen: Generation, text: ModelText, rid: str, created: int, model: str,
-    tool_mode: str, window: int, citations: list[dict[str, Any]] | None = None,
+    tool_mode: str, parser: ToolParser | None, window: int, citations: list[dict[str, Any]] | None = None,
 ) -> AsyncIterator[bytes]:
     n = req.n
     include_usage = bool(req.stream_options and req.stream_options.include_usage)
     continuous = bool(req.stream_options and req.stream_options.continuous_usage_stats)
     base = {"id": rid, "object": "chat.completion.chunk", "created": created, "model": model}
-    names = {t.function.name for t in req.tools or []}
-    parsers = [HermesStreamParser(names) for _ in range(n)] if tool_mode == "auto" else None
+    streams = [parser.stream() for _ in range(n)] if parser is not None else None
     forced_text = [""] * n
     call_counts = [0] * n
 
@@ -246,12 +246,9 @@ async def _stream(
             body["usage"] = usage()
         return sse_event(body)
 
-    def call_delta(index: int, calls: list[Any]) -> dict[str, Any]:
-        items = []
-        for call in calls:
-            items.append({"index": call_counts[index], **call.to_openai(call_counts[index])})
-            call_counts[index] += 1
-        return {"tool_calls": items}
+    def call_delta(index: int, calls: list[ToolCallDelta]) -> dict[str, Any]:
+        call_counts[index] += len(calls)
+        return {"tool_calls": [call.to_openai() for call in calls]}
 
     try:
         for i in range(n):
@@ -262,17 +259,20 @@ async def _stream(
         async for d in gen.deltas():
             lp = logprobs_out(text, d.logprobs).model_dump(mode="json") if (req.logprobs and d.logprobs) else None
             content, calls = d.text, []
-            if parsers is not None:
-                content, calls = parsers[d.index].push(d.text)
+            if streams is not None:
+                parsed = streams[d.index].feed(d.text)
+                content, calls = parsed.content, list(parsed.tool_calls)
                 if d.finish_reason is not None:
-                    more, more_calls = parsers[d.index].finish()
-                    content += more
-                    calls += more_calls
+                    rest = streams[d.index].finish()
+                    content += rest.content
+                    calls += rest.tool_calls
             elif tool_mode != "none":
                 forced_text[d.index] += d.text
                 content = ""
                 if d.finish_reason is not None:
-                    calls = parse_forced(forced_text[d.index], tool_mode[6:] if tool_mode.startswith("named:") else None)
+                    named = tool_mode[6:] if tool_mode.startswith("named:") else None
+                    calls = [ToolCallDelta(i, c.id, c.name, c.arguments)
+                             for i, c in enumerate(parse_forced(forced_text[d.index], named))]
             if content or lp is not None:
                 yield chunk(d.index, {"content": content}, logprobs=lp)
             if calls:
