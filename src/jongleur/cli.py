@@ -26,6 +26,7 @@ app = typer.Typer(help="jongleur: a self-hosted LLM server with its own inferenc
 models_app = typer.Typer(help="Manage and list models.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
 
+from jongleur.catalog.commands import register as register_model_commands
 from jongleur.mcp.commands import ingest as ingest_command
 from jongleur.mcp.commands import mcp as mcp_command
 
@@ -216,6 +217,9 @@ def run(
             raise typer.Exit(1) from None
 
 
+register_model_commands(models_app)  # import, show, rm, tag, update, rollback (catalog/commands.py)
+
+
 @models_app.command("ls")
 def models_ls(url: UrlOpt = DEFAULT_URL) -> None:
     """List the models a running server serves (or, with no server, the bundled models)."""
@@ -225,10 +229,12 @@ def models_ls(url: UrlOpt = DEFAULT_URL) -> None:
         rows = [(m["id"], m.get("kind", ""), str(m.get("context_window") or "")) for m in resp.json()["data"]]
     except httpx.HTTPError:
         from jongleur.catalog import bundled
+        from jongleur.catalog.commands import open_store, store_rows
 
-        typer.echo(f"(no server at {url}; bundled models)", err=True)
-        rows = [(bundled.QWEN_NAME, "chat", ""), (bundled.GEMMA_NAME, "chat", ""),
-                (bundled.MINILM_NAME, "embedding", "256")]
+        typer.echo(f"(no server at {url}; the model store and the bundled models)", err=True)
+        rows = store_rows(open_store(None, None)) + [
+            (bundled.QWEN_NAME, "chat", ""), (bundled.GEMMA_NAME, "chat", ""),
+            (bundled.MINILM_NAME, "embedding", "256")]
     width = max((len(r[0]) for r in rows), default=4)
     typer.echo(f"{'NAME'.ljust(width)}  KIND       CONTEXT")
     for name, kind, ctx in rows:

@@ -138,6 +138,21 @@ class Settings(BaseSettings):
         64, ge=0, description="Most requests waiting for admission; past it requests get 429 + Retry-After."
     )
 
+    # --- model catalog (the store under <data_dir>/models; see docs/models.md)
+    catalog: bool = Field(
+        True, description="Serve the models of the store (<data_dir>/models) beside the configured ones."
+    )
+    memory_budget_mb: int = Field(
+        8192, ge=16, description="Memory for store models loaded at once (weights in the serving dtype + "
+        "kv_cache_memory_mb each); least recently used idle models unload to make room."
+    )
+    keep_alive_s: float = Field(
+        300.0, ge=0, description="A store model unused this long unloads (like Ollama's keep_alive)."
+    )
+    model_drain_timeout_s: float = Field(
+        300.0, ge=0, description="After an update, how long the old version may finish its in-flight requests."
+    )
+
     # --- request limits and lifecycle
     max_request_body_bytes: int = Field(
         4 * 1024 * 1024, ge=1024, description="Largest accepted request body; larger ones get 413."

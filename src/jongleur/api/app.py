@@ -15,7 +15,7 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from jongleur import __version__
-from jongleur.api import health
+from jongleur.api import admin_models, health
 from jongleur.api.admin import routes as admin_routes
 from jongleur.api.admin.classify import check_routes
 from jongleur.api.errors import install_error_handlers
@@ -59,6 +59,8 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         task: asyncio.Task[None] | None = None
+        if registry.catalog is not None:
+            registry.catalog.start()  # keep-alive sweeper
         if loader is None:
             lifecycle.loaded = True
         else:
@@ -79,6 +81,8 @@ def create_app(
         finally:
             if task is not None and not task.done():
                 task.cancel()
+            if registry.catalog is not None:
+                await registry.catalog.close()
             for served in registry.models():
                 if served.engine is not None:
                     try:
@@ -105,6 +109,7 @@ def create_app(
     app.include_router(admin_routes.self_router)
     app.include_router(rag_router.router)
     app.include_router(mcp_admin_router.router)
+    app.include_router(admin_models.router)
     install_mcp(app)  # /mcp: the MCP server over streamable HTTP (jongleur.mcp.http)
 
     check_routes(app)

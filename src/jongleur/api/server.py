@@ -13,6 +13,7 @@ from types import FrameType
 import uvicorn
 
 from jongleur.api.app import ModelLoader, create_app
+from jongleur.api.http_protocol import MAX_HEADER_BYTES, StatusHintH11Protocol
 from jongleur.api.lifecycle import Lifecycle
 from jongleur.api.loading import make_loader
 from jongleur.api.model_registry import ModelRegistry
@@ -47,10 +48,16 @@ def serve(settings: Settings, registry: ModelRegistry | None = None, loader: Mod
     lifecycle = Lifecycle(settings.drain_grace_s)
     if registry is None and loader is None:
         loader = make_loader(settings)
-    app = create_app(settings, registry or ModelRegistry(), loader, lifecycle=lifecycle)
+    registry = registry or ModelRegistry()
+    if settings.catalog and registry.catalog is None:
+        from jongleur.catalog.setup import build_catalog
+
+        registry.catalog = build_catalog(settings)  # the model store: aliases, versions, hot swap
+    app = create_app(settings, registry, loader, lifecycle=lifecycle)
     config = uvicorn.Config(
         app, host=settings.host, port=settings.port, log_level=settings.log_level, lifespan="on",
-        timeout_graceful_shutdown=2, timeout_keep_alive=5, h11_max_incomplete_event_size=64 * 1024,
+        timeout_graceful_shutdown=2, timeout_keep_alive=5, http=StatusHintH11Protocol,
+        h11_max_incomplete_event_size=MAX_HEADER_BYTES,
         server_header=False,
     )
     DrainingServer(config, lifecycle).run()

@@ -90,7 +90,7 @@ class LogprobBuilder:
 
 async def create_completion(request: Request, req: CompletionRequest, principal: Principal) -> Response:
     state = request.app.state
-    served = state.registry.resolve(req.model, "chat")
+    served = await state.registry.aresolve(req.model, "chat")
     require_engine(served)
     text = ModelText(served)
     if req.best_of is not None and req.best_of != req.n:
