@@ -116,26 +116,26 @@ def test_update_under_load_zero_failures(server: ServerProcess) -> None:
     results: list[Result] = []
     stop = threading.Event()
     threads = [threading.Thread(target=_worker, args=(server.base_url, stop, results, i % 3 == 0))
-               for i in range(9)]
+               for i in range(6)]
     with httpx.Client(base_url=server.base_url, timeout=600) as c:
         assert chat(c, "chat")["model"] == "tiny@1"
         for t in threads:
             t.start()
-        time.sleep(3)
+        time.sleep(2)
         t_up = time.monotonic()
         up = c.post("/admin/models/update", json={"alias": "chat", "version": "tiny@2"})
         t_up_done = time.monotonic()
         assert up.status_code == 200, up.text
         assert up.json()["drain"] == {"tiny@1": "unloaded"}
         assert {m["name"] for m in c.get("/api/ps").json()["models"]} == {"tiny:2"}
-        time.sleep(3)
+        time.sleep(2)
         t_back = time.monotonic()  # back with the CLI, through the same admin API
         cli = subprocess.run([sys.executable, "-m", "jongleur.cli", "models", "rollback", "chat",
                               "--url", server.base_url], check=False, capture_output=True, text=True, cwd=ROOT, timeout=600)
         t_back_done = time.monotonic()
         assert cli.returncode == 0, cli.stderr
         assert json.loads(cli.stdout)["to"] == ["tiny@1"]
-        time.sleep(2)
+        time.sleep(1)
         stop.set()
         for t in threads:
             t.join(120)
@@ -145,7 +145,7 @@ def test_update_under_load_zero_failures(server: ServerProcess) -> None:
     print(f"\nupdate: {t_up_done - t_up:.2f} s (report {up.json()}), rollback {t_back_done - t_back:.2f} s; "
           f"{len(results)} requests ({len(streams)} streams), "
           f"{sum(1 for r in results if t_up <= r.started <= t_up_done)} started during the update, "
-          f"{len(failures)} failed")
+          f"{len(failures)} failed; rollback report {cli.stdout}")
     assert not failures, failures[:5]
     assert len(results) > 30 and len(streams) > 5
     assert all(r.model == "tiny@1" for r in results if r.ended < t_up)

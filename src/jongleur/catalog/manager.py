@@ -271,6 +271,7 @@ class CatalogManager:
                 result[ref] = "kept" if entry else "not loaded"
                 continue
             entry.retiring = True
+            log.info("draining %s: %d request(s) in flight", ref, entry.inflight)
             deadline = time.monotonic() + self.config.drain_timeout_s
             await asyncio.sleep(self.config.settle_s)  # requests that resolved it just before the switch
             while (entry.inflight or time.monotonic() - entry.last_used < self.config.settle_s) \
@@ -279,7 +280,10 @@ class CatalogManager:
             if entry.inflight:
                 result[ref] = f"still busy after {self.config.drain_timeout_s:.0f} s; unloads when idle"
                 continue
+            drained = time.monotonic()
             async with self._lock:
                 await self._unload(entry)
+            log.info("%s drained in %.1f s, engine shut down in %.1f s", ref, drained - deadline +
+                     self.config.drain_timeout_s, time.monotonic() - drained)
             result[ref] = "unloaded"
         return result
