@@ -149,6 +149,9 @@ class Settings(BaseSettings):
     keep_alive_s: float = Field(
         300.0, ge=0, description="A store model unused this long unloads (like Ollama's keep_alive)."
     )
+    hub_url: str = Field(
+        "https://huggingface.co", description="Hugging Face hub (or a mirror) for `jongleur models pull`."
+    )
     model_drain_timeout_s: float = Field(
         300.0, ge=0, description="After an update, how long the old version may finish its in-flight requests."
     )

@@ -1,4 +1,4 @@
-"""`jongleur models import|show|rm|tag|update|rollback` (and `pull`, `catalog/pull.py`).
+"""`jongleur models import|pull|show|rm|tag|update|rollback`.
 
 `import`, `show`, `rm` and `tag` work on the store directly (no server needed; a running server
 sees the change at its next request). `update` and `rollback` ask the running server, which loads,
@@ -51,6 +51,27 @@ def register(app: typer.Typer) -> None:
         except (InvalidName, StoreError) as exc:
             raise fail(str(exc)) from None
         typer.echo(f"imported {m.ref} ({m.architecture}, {m.format}, {m.size} bytes, sha256 {m.digest})")
+
+    @app.command("pull")
+    def pull_(spec: Annotated[str, typer.Argument(help="REPO or REPO:FILE, e.g. Qwen/Qwen2.5-0.5B-Instruct-GGUF:"
+                                                        "qwen2.5-0.5b-instruct-q8_0.gguf")],
+              revision: Annotated[str, typer.Option(help="Branch, tag or commit.")] = "main",
+              sha256: Annotated[str | None, typer.Option(help="Expected SHA-256 (else the hub's).")] = None,
+              name: Annotated[str | None, typer.Option(help="Model name (default: from the file).")] = None,
+              tag: Annotated[str | None, typer.Option(help="Version tag (default: the next number).")] = None,
+              data_dir: DataDir = None, config: Config = None) -> None:
+        """Download from the Hugging Face hub (resumable, verified) and register it in the store."""
+        from jongleur.catalog.pull import HubClient, pull
+        from jongleur.config import Settings
+
+        settings = Settings.load(config, data_dir=data_dir)
+        hub = HubClient(settings.hub_url, token=os.environ.get("HF_TOKEN"))
+        try:
+            m = pull(ModelStore(Path(settings.data_dir) / "models"), spec, revision=revision, sha256=sha256,
+                     name=name, tag=tag, hub=hub)
+        except (InvalidName, StoreError) as exc:
+            raise fail(str(exc)) from None
+        typer.echo(f"pulled {m.ref} ({m.architecture}, {m.format}, {m.size} bytes, sha256 {m.digest})")
 
     @app.command("show")
     def show(ref: str, data_dir: DataDir = None, config: Config = None) -> None:
