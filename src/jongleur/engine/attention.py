@@ -3,17 +3,21 @@
 The KV cache of one layer is a pair of tensors `[num_slots, kv_heads, head_dim]` where
 `num_slots = num_blocks * block_size`: slot `b * block_size + i` holds token `i` of block `b`.
 A step's tokens are flattened (varlen): `q` is `[T, heads, head_dim]`. `AttentionMetadata`
-is built once per step by the runner and shared by every layer:
+is built once per step by the runner (tensor ops, no per-token Python loops) and shared by
+every layer:
 
 - `slot_mapping[T]`: where each new token's K/V is written;
-- decode sequences (one query token each) are batched in one SDPA call over their gathered,
-  padded KV (`decode_kv_slots [D, Lmax]`, masked by `decode_mask`);
-- prefill chunks are computed one sequence at a time (their queries are many tokens).
+- decode sequences (one query token each) are batched: their KV is gathered a whole block at a
+  time (one `index_select` per layer on the cache viewed as `[blocks, block_size, ...]`) into a
+  padded `[D, Lmax]` context, and attended by one SDPA call with a bool mask built once per step
+  (measured faster here than matmul-softmax-matmul, which pays for permuted copies);
+- prefill chunks are computed one sequence at a time (their queries are many tokens) with SDPA;
+  a chunk with no earlier context attends to its own fresh K/V directly (no gather, causal).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -34,30 +38,50 @@ class AttentionMetadata:
     slot_mapping: torch.Tensor  # [T] long
     prefills: list[PrefillSpan]
     decode_token_index: torch.Tensor  # [D] long: rows of the flattened batch that are decodes
-    decode_kv_slots: torch.Tensor  # [D, Lmax] long (padded with slot 0)
+    decode_block_tables: torch.Tensor  # [D, max_blocks] long (padded with block 0)
     decode_context_lens: torch.Tensor  # [D] long
     decode_positions: torch.Tensor  # [D] long: absolute position of each decode's query token
-    # Cached masks per sliding window (None = full attention), built lazily per step.
-    _decode_masks: dict[int | None, torch.Tensor] | None = None
+    block_size: int = 16
+    # rows of the decodes as a slice when they are contiguous in the batch (the usual case)
+    decode_rows: slice | None = None
+    # Cached additive masks per (sliding window, dtype), built lazily once per step.
+    _decode_masks: dict = field(default_factory=dict)
 
     @property
     def num_decodes(self) -> int:
         return int(self.decode_token_index.numel())
 
+    @property
+    def decode_kv_slots(self) -> torch.Tensor:
+        """[D, Lmax] long: the slot of every (padded) context position of each decode."""
+        bs = self.block_size
+        offsets = torch.arange(bs, device=self.decode_block_tables.device)
+        return (self.decode_block_tables[:, :, None] * bs + offsets).flatten(1)
+
     def decode_mask(self, sliding_window: int | None) -> torch.Tensor:
         """[D, 1, 1, Lmax] bool: True where a decode query may attend."""
-        if self._decode_masks is None:
-            self._decode_masks = {}
-        mask = self._decode_masks.get(sliding_window)
+        key = (sliding_window, torch.bool)
+        mask = self._decode_masks.get(key)
         if mask is None:
-            lmax = self.decode_kv_slots.shape[1]
-            key_pos = torch.arange(lmax, device=self.decode_kv_slots.device)[None, :]
+            lmax = self.decode_block_tables.shape[1] * self.block_size
+            key_pos = torch.arange(lmax, device=self.decode_block_tables.device)[None, :]
             mask = key_pos < self.decode_context_lens[:, None]
             if sliding_window is not None:
                 mask = mask & (key_pos > self.decode_positions[:, None] - sliding_window)
             mask = mask[:, None, None, :]
-            self._decode_masks[sliding_window] = mask
+            self._decode_masks[key] = mask
         return mask
+
+    def decode_bias(self, sliding_window: int | None, dtype: torch.dtype) -> torch.Tensor:
+        """[D, 1, 1, Lmax] additive mask: 0 where a decode query may attend, -inf elsewhere."""
+        key = (sliding_window, dtype)
+        bias = self._decode_masks.get(key)
+        if bias is None:
+            allowed = self.decode_mask(sliding_window)
+            bias = torch.zeros(allowed.shape, dtype=dtype, device=allowed.device)
+            bias.masked_fill_(~allowed, float("-inf"))
+            self._decode_masks[key] = bias
+        return bias
 
 
 def prefill_mask(
@@ -76,8 +100,43 @@ def write_kv(
     k_cache: torch.Tensor, v_cache: torch.Tensor, k: torch.Tensor, v: torch.Tensor, slot_mapping: torch.Tensor
 ) -> None:
     """Store the step's new keys/values ([T, kv_heads, head_dim]) into their slots."""
-    k_cache.index_copy_(0, slot_mapping, k.to(k_cache.dtype))
-    v_cache.index_copy_(0, slot_mapping, v.to(v_cache.dtype))
+    k_cache.index_copy_(0, slot_mapping, k if k.dtype == k_cache.dtype else k.to(k_cache.dtype))
+    v_cache.index_copy_(0, slot_mapping, v if v.dtype == v_cache.dtype else v.to(v_cache.dtype))
+
+
+def _as(t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    return t if t.dtype == dtype else t.to(dtype)
+
+
+def _decode_attention(
+    q: torch.Tensor,  # [D, H, hd]
+    k_cache: torch.Tensor,
+    v_cache: torch.Tensor,
+    meta: AttentionMetadata,
+    scale: float,
+    sliding_window: int | None,
+) -> torch.Tensor:  # [D, H, hd]
+    d, num_heads, head_dim = q.shape
+    num_kv_heads = k_cache.shape[1]
+    bs = meta.block_size
+    blocks = meta.decode_block_tables
+    lmax = blocks.shape[1] * bs
+    flat = blocks.reshape(-1)
+    # One gather per cache, whole blocks at a time: [D * max_blocks, bs, KVH, hd] -> [D, Lmax, KVH, hd]
+    keys = k_cache.view(-1, bs, num_kv_heads, head_dim).index_select(0, flat).view(d, lmax, num_kv_heads, head_dim)
+    values = v_cache.view(-1, bs, num_kv_heads, head_dim).index_select(0, flat).view(d, lmax, num_kv_heads, head_dim)
+    keys, values = _as(keys, q.dtype), _as(values, q.dtype)
+    # SDPA over the strided [D, KVH, Lmax, hd] views with a bool mask measured fastest on CPU
+    # (matmul-softmax-matmul pays for permuted copies; an additive float mask is slower).
+    out = F.scaled_dot_product_attention(
+        q.unsqueeze(2),  # [D, H, 1, hd]
+        keys.transpose(1, 2),
+        values.transpose(1, 2),
+        attn_mask=meta.decode_mask(sliding_window),
+        scale=scale,
+        enable_gqa=num_heads != num_kv_heads,
+    )
+    return out.squeeze(2).reshape(d, num_heads, head_dim)
 
 
 def paged_attention(
@@ -95,42 +154,51 @@ def paged_attention(
     q: [T, H, D]; k, v: [T, KVH, D]; caches: [slots, KVH, D]. Returns [T, H, D].
     """
     write_kv(k_cache, v_cache, k, v, meta.slot_mapping)
-    out = torch.empty_like(q)
     num_heads, num_kv_heads = q.shape[1], k.shape[1]
     gqa = num_heads != num_kv_heads
+    if not meta.prefills and meta.decode_rows is not None and meta.decode_rows == slice(0, q.shape[0]):
+        return _decode_attention(q, k_cache, v_cache, meta, scale, sliding_window)  # pure decode step
+    out = torch.empty_like(q)
     for span in meta.prefills:
         rows = slice(span.query_start, span.query_start + span.query_len)
-        keys = k_cache[span.kv_slots].to(q.dtype)  # [L, KVH, D]
-        values = v_cache[span.kv_slots].to(q.dtype)
-        mask = prefill_mask(span.query_len, keys.shape[0], sliding_window, q.device)
-        attn = F.scaled_dot_product_attention(
-            q[rows].transpose(0, 1),  # [H, Q, D]
-            keys.transpose(0, 1),  # [KVH, L, D]
-            values.transpose(0, 1),
-            attn_mask=mask,
-            scale=scale,
-            enable_gqa=gqa,
-        )
+        context_len = span.kv_slots.shape[0]
+        if context_len == span.query_len and (sliding_window is None or sliding_window >= context_len):
+            # No earlier context: attend to the fresh K/V, plain causal.
+            attn = F.scaled_dot_product_attention(
+                q[rows].transpose(0, 1), k[rows].transpose(0, 1), v[rows].transpose(0, 1),
+                is_causal=True, scale=scale, enable_gqa=gqa,
+            )
+        else:
+            keys = _as(k_cache.index_select(0, span.kv_slots), q.dtype)  # [L, KVH, D]
+            values = _as(v_cache.index_select(0, span.kv_slots), q.dtype)
+            mask = prefill_mask(span.query_len, context_len, sliding_window, q.device)
+            attn = F.scaled_dot_product_attention(
+                q[rows].transpose(0, 1),  # [H, Q, D]
+                keys.transpose(0, 1),  # [KVH, L, D]
+                values.transpose(0, 1),
+                attn_mask=mask,
+                scale=scale,
+                enable_gqa=gqa,
+            )
         out[rows] = attn.transpose(0, 1)
     if meta.num_decodes:
-        idx = meta.decode_token_index
-        keys = k_cache[meta.decode_kv_slots].to(q.dtype)  # [D, Lmax, KVH, D]
-        values = v_cache[meta.decode_kv_slots].to(q.dtype)
-        attn = F.scaled_dot_product_attention(
-            q[idx].unsqueeze(2),  # [D, H, 1, hd]
-            keys.transpose(1, 2),  # [D, KVH, Lmax, hd]
-            values.transpose(1, 2),
-            attn_mask=meta.decode_mask(sliding_window),
-            scale=scale,
-            enable_gqa=gqa,
-        )
-        out[idx] = attn.squeeze(2)
+        if meta.decode_rows is not None:
+            out[meta.decode_rows] = _decode_attention(q[meta.decode_rows], k_cache, v_cache, meta, scale, sliding_window)
+        else:
+            idx = meta.decode_token_index
+            out[idx] = _decode_attention(q.index_select(0, idx), k_cache, v_cache, meta, scale, sliding_window)
     return out
 
 
 def build_kv_slots(block_table: list[int], context_len: int, block_size: int) -> list[int]:
     """Slots of the first `context_len` tokens of a sequence with this block table."""
     return [block_table[i // block_size] * block_size + i % block_size for i in range(context_len)]
+
+
+def _slots(table: torch.Tensor, start: int, end: int, block_size: int) -> torch.Tensor:
+    """Slots of positions start..end-1 of a sequence whose block table is `table` (a 1-D tensor)."""
+    pos = torch.arange(start, end, dtype=torch.long)
+    return table[pos // block_size] * block_size + pos % block_size
 
 
 def build_attention_metadata(
@@ -143,39 +211,54 @@ def build_attention_metadata(
     `spans` lists, in batch order, (block_table, num_computed_tokens, num_new_tokens) per sequence.
     A span with one new token and a non-empty context is batched as a decode.
     """
-    slot_mapping: list[int] = []
     prefills: list[PrefillSpan] = []
     dec_rows: list[int] = []
-    dec_slots: list[list[int]] = []
+    dec_tables: list[list[int]] = []
     dec_positions: list[int] = []
+    slot_parts: list[torch.Tensor] = []
     row = 0
     for block_table, computed, new in spans:
-        context_len = computed + new
-        slots = build_kv_slots(block_table, context_len, block_size)
-        slot_mapping.extend(slots[computed:])
         if new == 1 and computed > 0:
             dec_rows.append(row)
-            dec_slots.append(slots)
+            nblocks = computed // block_size + 1
+            dec_tables.append(block_table[:nblocks])
             dec_positions.append(computed)
         else:
+            context_len = computed + new
+            nblocks = -(-context_len // block_size)
+            slots = _slots(torch.tensor(block_table[:nblocks], dtype=torch.long), 0, context_len, block_size)
+            slot_parts.append(slots[computed:])
             prefills.append(
                 PrefillSpan(
-                    query_start=row,
-                    query_len=new,
-                    kv_slots=torch.tensor(slots, dtype=torch.long, device=device),
-                    positions_start=computed,
+                    query_start=row, query_len=new, kv_slots=slots.to(device), positions_start=computed
                 )
             )
         row += new
-    lmax = max((len(s) for s in dec_slots), default=0)
-    padded = [s + [0] * (lmax - len(s)) for s in dec_slots]
+    d = len(dec_rows)
+    max_blocks = max((len(t) for t in dec_tables), default=0)
+    tables = torch.tensor([t + [0] * (max_blocks - len(t)) for t in dec_tables], dtype=torch.long).reshape(d, max_blocks)
+    positions = torch.tensor(dec_positions, dtype=torch.long)
+    if d:
+        dec_slots = tables[torch.arange(d), positions // block_size] * block_size + positions % block_size
+        if not prefills:
+            slot_mapping = dec_slots
+        else:  # interleave in batch order
+            slot_mapping = torch.empty(row, dtype=torch.long)
+            slot_mapping[torch.tensor(dec_rows, dtype=torch.long)] = dec_slots
+            for span in prefills:
+                slot_mapping[span.query_start : span.query_start + span.query_len] = span.kv_slots[-span.query_len :].cpu()
+    else:
+        slot_mapping = torch.cat(slot_parts) if slot_parts else torch.empty(0, dtype=torch.long)
+    contiguous = d > 0 and dec_rows[-1] - dec_rows[0] == d - 1
     return AttentionMetadata(
-        slot_mapping=torch.tensor(slot_mapping, dtype=torch.long, device=device),
+        slot_mapping=slot_mapping.to(device),
         prefills=prefills,
         decode_token_index=torch.tensor(dec_rows, dtype=torch.long, device=device),
-        decode_kv_slots=torch.tensor(padded, dtype=torch.long, device=device).reshape(len(dec_rows), lmax),
-        decode_context_lens=torch.tensor([len(s) for s in dec_slots], dtype=torch.long, device=device),
-        decode_positions=torch.tensor(dec_positions, dtype=torch.long, device=device),
+        decode_block_tables=tables.to(device),
+        decode_context_lens=(positions + 1).to(device),
+        decode_positions=positions.to(device),
+        block_size=block_size,
+        decode_rows=slice(dec_rows[0], dec_rows[0] + d) if contiguous else None,
     )
 
 
