@@ -38,6 +38,11 @@ class ModelRunner:
         self.model = model
         self.block_size = block_size
         self.device = device
+        # Fuse q/k/v and gate/up weights now rather than on the first step (parameters keep their names).
+        for module in getattr(model, "modules", lambda: [])():
+            fuse = getattr(module, "fuse_projections", None)
+            if fuse is not None:
+                fuse()
         spec = model.kv_spec()
         self.kv_caches = allocate_kv_cache(
             spec.num_layers, num_blocks * block_size, spec.num_kv_heads, spec.head_dim, kv_dtype, device

@@ -113,8 +113,44 @@ ACTIVATIONS = {
 }
 
 
+def fuse_linears(*linears: nn.Linear) -> tuple[torch.Tensor, torch.Tensor | None, tuple]:
+    """Concatenate the weights (and biases) of linears sharing an input into one tensor, once.
+
+    Each linear's parameters are re-pointed to views of the fused tensor, so no memory is
+    duplicated and the Hugging Face parameter names (`q_proj.weight`, ...) keep loading and
+    saving as before. Returns (weight, bias, key): `key` identifies the parameters fused, so a
+    caller can tell (`fused_key`) when they were replaced or moved and fuse again.
+    """
+    has_bias = [lin.bias is not None for lin in linears]
+    if any(has_bias) and not all(has_bias):
+        raise ValueError("cannot fuse linears where only some have a bias")
+    with torch.inference_mode(False), torch.no_grad():
+        weight = torch.cat([lin.weight for lin in linears])
+        bias = torch.cat([lin.bias for lin in linears]) if all(has_bias) else None  # type: ignore[misc]
+        start = 0
+        for i, lin in enumerate(linears):
+            rows = lin.weight.shape[0]
+            lin.weight = nn.Parameter(weight[start : start + rows], requires_grad=False)
+            if bias is not None:
+                lin.bias = nn.Parameter(bias[start : start + rows], requires_grad=False)
+            start += rows
+    return weight, bias, fused_key(*linears)
+
+
+def fused_key(*linears: nn.Linear) -> tuple:
+    """What `fuse_linears` fused: the parameter objects (by id) and where their data lives."""
+    return tuple(
+        (id(lin.weight), lin.weight.data_ptr(), id(lin.bias), lin.bias.data_ptr() if lin.bias is not None else 0)
+        for lin in linears
+    )
+
+
 class GatedMLP(nn.Module):
-    """`down(act(gate(x)) * up(x))`: SwiGLU for llama, GeGLU (tanh) for Gemma."""
+    """`down(act(gate(x)) * up(x))`: SwiGLU for llama, GeGLU (tanh) for Gemma.
+
+    gate and up run as one matmul over their concatenated weights (fused on first use, see
+    `fuse_linears`); the parameters keep their names.
+    """
 
     def __init__(self, hidden: int, intermediate: int, activation: str) -> None:
         super().__init__()
@@ -124,6 +160,19 @@ class GatedMLP(nn.Module):
         self.up_proj = Linear(hidden, intermediate, bias=False)
         self.down_proj = Linear(intermediate, hidden, bias=False)
         self.act = ACTIVATIONS[activation]
+        self.intermediate = intermediate
+        self._fused: tuple[torch.Tensor, torch.Tensor | None, tuple] | None = None
+
+    def fuse_projections(self) -> None:
+        self.fused_weight()
+
+    def fused_weight(self) -> torch.Tensor:
+        fused = self._fused
+        if fused is None or fused[2] != fused_key(self.gate_proj, self.up_proj):
+            fused = self._fused = fuse_linears(self.gate_proj, self.up_proj)
+        return fused[0]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # [T, hidden] -> [T, hidden]
-        return self.down_proj(self.act(self.gate_proj(x)) * self.up_proj(x))
+        gate_up = F.linear(x, self.fused_weight())  # [T, 2 * intermediate]
+        gate, up = gate_up[:, : self.intermediate], gate_up[:, self.intermediate :]
+        return self.down_proj(self.act(gate) * up)

@@ -19,6 +19,8 @@ from jongleur.models.layers import (
     RMSNorm,
     RotaryEmbedding,
     apply_rope,
+    fuse_linears,
+    fused_key,
     rope_inverse_frequencies,
 )
 
@@ -42,6 +44,18 @@ class Attention(nn.Module):
         self.k_norm = RMSNorm(c.head_dim, c.rms_norm_eps, unit_offset=True) if qk_norm else None
         self.sliding_window = sliding_window
         self.scale = scale
+        self.q_size, self.kv_size = c.num_heads * c.head_dim, c.num_kv_heads * c.head_dim
+        # q, k and v run as one matmul over concatenated weights, fused on first use (see `fuse_linears`).
+        self._fused: tuple[torch.Tensor, torch.Tensor | None, tuple] | None = None
+
+    def fuse_projections(self) -> None:
+        self.fused_qkv()
+
+    def fused_qkv(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        fused = self._fused
+        if fused is None or fused[2] != fused_key(self.q_proj, self.k_proj, self.v_proj):
+            fused = self._fused = fuse_linears(self.q_proj, self.k_proj, self.v_proj)
+        return fused[0], fused[1]
 
     def forward(
         self,
@@ -51,9 +65,10 @@ class Attention(nn.Module):
         meta: AttentionMetadata,
     ) -> torch.Tensor:  # [T, hidden]
         t = x.shape[0]
-        q = self.q_proj(x).view(t, self.num_heads, self.head_dim)
-        k = self.k_proj(x).view(t, self.num_kv_heads, self.head_dim)
-        v = self.v_proj(x).view(t, self.num_kv_heads, self.head_dim)
+        qkv = F.linear(x, *self.fused_qkv())  # [T, q_size + 2 * kv_size]
+        q = qkv[:, : self.q_size].view(t, self.num_heads, self.head_dim)
+        k = qkv[:, self.q_size : self.q_size + self.kv_size].view(t, self.num_kv_heads, self.head_dim)
+        v = qkv[:, self.q_size + self.kv_size :].view(t, self.num_kv_heads, self.head_dim)
         if self.q_norm is not None and self.k_norm is not None:
             q, k = self.q_norm(q), self.k_norm(k)
         q, k = apply_rope(q, *rope), apply_rope(k, *rope)
