@@ -112,6 +112,13 @@ def _worker(base_url: str, stop: threading.Event, out: list[Result], stream: boo
                 out.append(Result(t0, time.monotonic(), None, repr(exc), stream))
 
 
+def _metric(c: httpx.Client, name: str) -> float | None:
+    for line in c.get("/metrics").text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.rsplit(" ", 1)[1])
+    return None
+
+
 def test_update_under_load_zero_failures(server: ServerProcess) -> None:
     results: list[Result] = []
     stop = threading.Event()
@@ -140,6 +147,11 @@ def test_update_under_load_zero_failures(server: ServerProcess) -> None:
         for t in threads:
             t.join(120)
         assert {m["name"] for m in c.get("/api/ps").json()["models"]} == {"tiny:1"}
+        deadline = time.monotonic() + 10  # every request ended: no KV block of the serving version in use
+        while _metric(c, 'jongleur_kv_cache_usage_ratio{model="tiny@1"}') != 0.0 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert _metric(c, 'jongleur_kv_cache_usage_ratio{model="tiny@1"}') == 0.0
+        assert _metric(c, 'jongleur_num_requests_running{model="tiny@1"}') == 0.0
     failures = [r for r in results if r.error]
     streams = [r for r in results if r.stream]
     print(f"\nupdate: {t_up_done - t_up:.2f} s (report {up.json()}), rollback {t_back_done - t_back:.2f} s; "
