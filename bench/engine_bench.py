@@ -1,0 +1,171 @@
+"""In-process engine benchmark: step time breakdown at concurrency 1 and N, and a prefill.
+
+No HTTP, no tokenizer: token ids straight into `EngineCore`. Measures, on the bundled Qwen (or
+`--model PATH`), with `--prompt-tokens` distinct prompts (default 237) and greedy decoding:
+
+- prefill: one step holding a whole prompt (ms, prompt tok/s);
+- decode at each concurrency: median step time over `--steps` steps, split into
+  schedule+metadata / model forward / LM head / sampler (timed with `time.perf_counter`),
+  and output tok/s = concurrency / step time.
+
+`--profile` prints `torch.profiler` tables of one decode step per concurrency.
+The machine is shared: run a baseline checkout in alternation (PYTHONPATH=old/src) and quote medians and the load.
+
+    .venv/bin/python bench/engine_bench.py --concurrency 1,16 --steps 20
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import time
+
+import torch
+
+
+def _prompts(n: int, length: int, vocab: int, seed: int = 0) -> list[list[int]]:
+    g = torch.Generator().manual_seed(seed)
+    # ids from a "normal" range of the vocabulary (no special tokens)
+    return [torch.randint(200, min(vocab, 100_000), (length,), generator=g).tolist() for _ in range(n)]
+
+
+class Timed:
+    """Wraps the runner/sampler of an `EngineCore` to time each part of a step."""
+
+    def __init__(self, core) -> None:  # noqa: ANN001
+        self.core = core
+        self.times: dict[str, float] = {}
+        runner = core.runner
+        model = runner.model
+        orig_forward, orig_logits, orig_sampler = model.forward, model.compute_logits, core.sampler.__call__
+        orig_execute = runner.execute
+
+        def forward(*a, **k):  # noqa: ANN002, ANN003
+            t = time.perf_counter()
+            out = orig_forward(*a, **k)
+            self.times["forward"] = self.times.get("forward", 0.0) + time.perf_counter() - t
+            return out
+
+        def logits(*a, **k):  # noqa: ANN002, ANN003
+            t = time.perf_counter()
+            out = orig_logits(*a, **k)
+            self.times["lm_head"] = self.times.get("lm_head", 0.0) + time.perf_counter() - t
+            return out
+
+        def execute(*a, **k):  # noqa: ANN002, ANN003
+            t = time.perf_counter()
+            out = orig_execute(*a, **k)
+            self.times["execute"] = self.times.get("execute", 0.0) + time.perf_counter() - t
+            return out
+
+        class _S:
+            def __call__(s, *a, **k):  # noqa: ANN002, ANN003, N805
+                t = time.perf_counter()
+                out = orig_sampler(*a, **k)
+                self.times["sampler"] = self.times.get("sampler", 0.0) + time.perf_counter() - t
+                return out
+
+            def __getattr__(s, name):  # noqa: ANN001, N805
+                return getattr(orig_sampler.__self__, name)
+
+        model.forward = forward
+        model.compute_logits = logits
+        runner.execute = execute
+        core.sampler = _S()
+
+    def step(self) -> dict[str, float]:
+        self.times = {}
+        t = time.perf_counter()
+        self.core.step()
+        total = time.perf_counter() - t
+        out = dict(self.times)
+        out["total"] = total
+        out["metadata"] = out.get("execute", 0.0) - out.get("forward", 0.0) - out.get("lm_head", 0.0)
+        out["other"] = total - out.get("execute", 0.0) - out.get("sampler", 0.0)
+        return out
+
+
+def build(path: str, threads: int | None, dtype: str, max_seqs: int):  # noqa: ANN201
+    from jongleur.engine.builder import EngineSpec, build_engine
+    from jongleur.engine.config import EngineConfig
+
+    cfg = EngineConfig(
+        dtype=dtype, num_threads=threads, max_num_seqs=max(32, max_seqs), max_num_batched_tokens=512,
+        kv_cache_bytes=256 << 20, enable_prefix_caching=True,
+    )
+    t = time.perf_counter()
+    core, info = build_engine(EngineSpec(path, "bench", cfg, structured_output=False))
+    return core, info, time.perf_counter() - t
+
+
+def run_level(core, conc: int, prompt_tokens: int, steps: int, warmup: int, seed: int, profile: bool, shared: bool = False):  # noqa: ANN001, ANN201
+    from jongleur.engine.types import EngineRequest, SamplingParams
+
+    timed = Timed(core)
+    if shared:  # one request with n=conc: the prompt is prefilled once and its blocks shared
+        prompts = _prompts(1, prompt_tokens, core.vocab_size, seed)
+        params = SamplingParams(max_tokens=warmup + steps + 8, temperature=0.0, ignore_eos=True, n=conc)
+    else:
+        prompts = _prompts(conc, prompt_tokens, core.vocab_size, seed)
+        params = SamplingParams(max_tokens=warmup + steps + 8, temperature=0.0, ignore_eos=True)
+    for i, p in enumerate(prompts):
+        core.add_request(EngineRequest(f"r{seed}-{i}", p, params))
+    prefill = []
+    while any(not s.output_token_ids for st in core._requests.values() for s in st.seqs):  # prefill phase
+        prefill.append(timed.step())
+    for _ in range(warmup):
+        timed.step()
+    records = [timed.step() for _ in range(steps)]
+    if profile:
+        from torch.profiler import ProfilerActivity, profile as prof
+
+        with prof(activities=[ProfilerActivity.CPU], record_shapes=False) as p:
+            core.step()
+        print(f"--- profile: one decode step at concurrency {conc}")
+        print(p.key_averages().table(sort_by="self_cpu_time_total", row_limit=25))
+    for rid in list(core._requests):
+        core.abort(rid)
+    core.step()
+    keys = ["total", "metadata", "forward", "lm_head", "sampler", "other"]
+    med = {k: statistics.median(r.get(k, 0.0) for r in records) for k in keys}
+    return med, prefill
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--model", default=None)
+    ap.add_argument("--concurrency", default="1,16")
+    ap.add_argument("--prompt-tokens", type=int, default=237)
+    ap.add_argument("--steps", type=int, default=16)
+    ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--dtype", default="auto")
+    ap.add_argument("--repeats", type=int, default=1)
+    ap.add_argument("--profile", action="store_true")
+    ap.add_argument("--shared-prompt", action="store_true", help="one request with n=concurrency (prefill once)")
+    args = ap.parse_args()
+    path = args.model
+    if path is None:
+        from jongleur.catalog.bundled import qwen_gguf
+
+        path = str(qwen_gguf())
+    levels = [int(c) for c in args.concurrency.split(",")]
+    core, info, load_s = build(path, args.threads, args.dtype, max(levels))
+    print(f"model {path}\n  dtype {info.dtype}, torch {torch.__version__}, threads {torch.get_num_threads()}, "
+          f"load {load_s:.1f}s, loadavg {os.getloadavg()[0]:.1f}")
+    for rep in range(args.repeats):
+        for conc in levels:
+            med, prefill = run_level(core, conc, args.prompt_tokens, args.steps, args.warmup, 1000 * rep + conc, args.profile, args.shared_prompt)
+            pf = prefill[0]
+            print(
+                f"c={conc:<3} step {med['total']*1e3:7.1f} ms  -> {conc/med['total']:6.1f} tok/s | "
+                f"meta {med['metadata']*1e3:5.1f}  fwd {med['forward']*1e3:6.1f}  head {med['lm_head']*1e3:5.1f}  "
+                f"sample {med['sampler']*1e3:5.1f}  other {med['other']*1e3:5.1f} ms | "
+                f"first prefill step {pf['total']*1e3:.0f} ms ({len(prefill)} prefill steps) "
+                f"loadavg {os.getloadavg()[0]:.1f}"
+            )
+
+
+if __name__ == "__main__":
+    main()
