@@ -121,8 +121,9 @@ async def test_disconnect_frees_kv(server: ServerProcess) -> None:
 
 
 def test_sigterm_drains_last(server: ServerProcess) -> None:
-    body = {"model": MODEL, "messages": [{"role": "user", "content": "Count to 20."}], "max_tokens": 12,
-            "stream": True}
+    # Long enough (no EOS) that the drain outlasts the readiness check below.
+    body = {"model": MODEL, "messages": [{"role": "user", "content": "Count to 20."}], "max_tokens": 48,
+            "ignore_eos": True, "stream": True}
     with httpx.stream("POST", server.base_url + "/v1/chat/completions", json=body, timeout=300) as r:
         lines = r.iter_lines()
         next(lines)
