@@ -1,8 +1,13 @@
-"""A scripted engine, byte-level tokenizer and chat template: API tests without model weights.
+"""A scripted engine, byte-level tokenizer and chat template, for in-process app tests.
+
+Why a fake at all: the in-process tests of auth, tenancy and guardrails (tests/auth) and of bad
+input (tests/api/test_errors.py) need an engine whose reply is chosen by the test — the guardrail
+test patches `_reply` to make the model echo the prompt it saw and a secret, which a random-weight
+model cannot be made to do. Everything that runs against a server process uses the real engine on
+the tiny random-weight model (tests/api/test_tiny_engine_*.py).
 
 The fake engine follows the `EngineClient` contract (admission errors before the first output,
-`aclose()` aborts, n choices, logprobs, guided output) and replies from a script chosen by the
-prompt: "TOOL" -> a hermes tool call, "SLOW" -> a long slow reply, otherwise "Hello, world!".
+aborts, n choices, logprobs) and replies "Hello, world!" unless `_reply` is patched.
 """
 
 from __future__ import annotations
@@ -45,21 +50,6 @@ class FakeTemplate:
 
 
 def _reply(prompt: str, req: EngineRequest) -> str:
-    g = req.sampling.guided
-    if g is not None:
-        if g.kind == "json_object":
-            return '{"answer": 42}'
-        schema = json.loads(g.spec)
-        if schema.get("type") == "array":
-            name = schema["items"]["anyOf"][0]["properties"]["name"]["const"]
-            return json.dumps([{"name": name, "arguments": {"city": "Paris"}}])
-        return json.dumps({"city": "Paris"})
-    if "TOOL" in prompt:
-        return 'Sure.<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n</tool_call>'
-    if "SLOW" in prompt:
-        return "tick " * 400
-    if "UNICODE" in prompt:
-        return "héllo wörld ✓ 日本"
     return "Hello, world!"
 
 

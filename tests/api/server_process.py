@@ -34,10 +34,6 @@ class ServerProcess:
     def jongleur(cls, *flags: str, env: dict[str, str] | None = None, log_path: Path | None = None) -> ServerProcess:
         return cls([sys.executable, "-m", "jongleur.cli", "serve", "--port", "{port}", *flags], env, log_path)
 
-    @classmethod
-    def fake(cls, *flags: str, env: dict[str, str] | None = None, log_path: Path | None = None) -> ServerProcess:
-        return cls([sys.executable, str(ROOT / "tests/api/fake_server.py"), "--port", "{port}", *flags], env, log_path)
-
     def start(self, wait_ready: bool = True, timeout: float = 120.0) -> ServerProcess:
         out = open(self.log_path, "wb") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
         self.proc = subprocess.Popen(self.args, stdout=out, stderr=subprocess.STDOUT, env=self.env, cwd=ROOT)
@@ -59,6 +55,22 @@ class ServerProcess:
         if self.log_path and self.log_path.exists():
             return self.log_path.read_text(errors="replace")[-3000:]
         return ""
+
+    def metric(self, name: str) -> float:
+        """The value of a Prometheus gauge/counter of the (single) model, from `/metrics`."""
+        for line in httpx.get(self.base_url + "/metrics", timeout=30).text.splitlines():
+            if line.startswith(name + "{"):
+                return float(line.rsplit(" ", 1)[1])
+        raise AssertionError(f"no metric {name}")
+
+    def wait_idle(self, within: float = 1.5) -> None:
+        """The engine dropped all work: nothing running, KV blocks back to zero, within `within` s."""
+        def busy() -> bool:
+            return bool(self.metric("jongleur_num_requests_running") or self.metric("jongleur_kv_cache_usage_ratio"))
+        deadline = time.monotonic() + within
+        while busy() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not busy(), "work still running or KV blocks held"
 
     def terminate(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
