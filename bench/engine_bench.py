@@ -33,7 +33,7 @@ def _prompts(n: int, length: int, vocab: int, seed: int = 0) -> list[list[int]]:
 class Timed:
     """Wraps the runner/sampler of an `EngineCore` to time each part of a step."""
 
-    def __init__(self, core) -> None:  # noqa: ANN001
+    def __init__(self, core) -> None:
         self.core = core
         self.times: dict[str, float] = {}
         runner = core.runner
@@ -41,32 +41,32 @@ class Timed:
         orig_forward, orig_logits, orig_sampler = model.forward, model.compute_logits, core.sampler.__call__
         orig_execute = runner.execute
 
-        def forward(*a, **k):  # noqa: ANN002, ANN003
+        def forward(*a, **k):
             t = time.perf_counter()
             out = orig_forward(*a, **k)
             self.times["forward"] = self.times.get("forward", 0.0) + time.perf_counter() - t
             return out
 
-        def logits(*a, **k):  # noqa: ANN002, ANN003
+        def logits(*a, **k):
             t = time.perf_counter()
             out = orig_logits(*a, **k)
             self.times["lm_head"] = self.times.get("lm_head", 0.0) + time.perf_counter() - t
             return out
 
-        def execute(*a, **k):  # noqa: ANN002, ANN003
+        def execute(*a, **k):
             t = time.perf_counter()
             out = orig_execute(*a, **k)
             self.times["execute"] = self.times.get("execute", 0.0) + time.perf_counter() - t
             return out
 
         class _S:
-            def __call__(s, *a, **k):  # noqa: ANN002, ANN003, N805
+            def __call__(s, *a, **k):
                 t = time.perf_counter()
                 out = orig_sampler(*a, **k)
                 self.times["sampler"] = self.times.get("sampler", 0.0) + time.perf_counter() - t
                 return out
 
-            def __getattr__(s, name):  # noqa: ANN001, N805
+            def __getattr__(s, name):
                 return getattr(orig_sampler.__self__, name)
 
         model.forward = forward
@@ -86,7 +86,7 @@ class Timed:
         return out
 
 
-def build(path: str, threads: int | None, dtype: str, max_seqs: int):  # noqa: ANN201
+def build(path: str, threads: int | None, dtype: str, max_seqs: int):
     from jongleur.engine.builder import EngineSpec, build_engine
     from jongleur.engine.config import EngineConfig
 
@@ -99,7 +99,7 @@ def build(path: str, threads: int | None, dtype: str, max_seqs: int):  # noqa: A
     return core, info, time.perf_counter() - t
 
 
-def run_level(core, conc: int, prompt_tokens: int, steps: int, warmup: int, seed: int, profile: bool, shared: bool = False):  # noqa: ANN001, ANN201
+def run_level(core, conc: int, prompt_tokens: int, steps: int, warmup: int, seed: int, profile: bool, shared: bool = False):
     from jongleur.engine.types import EngineRequest, SamplingParams
 
     timed = Timed(core)
@@ -118,7 +118,8 @@ def run_level(core, conc: int, prompt_tokens: int, steps: int, warmup: int, seed
         timed.step()
     records = [timed.step() for _ in range(steps)]
     if profile:
-        from torch.profiler import ProfilerActivity, profile as prof
+        from torch.profiler import ProfilerActivity
+        from torch.profiler import profile as prof
 
         with prof(activities=[ProfilerActivity.CPU], record_shapes=False) as p:
             core.step()

@@ -39,7 +39,7 @@ class ModelRunner:
         self.block_size = block_size
         self.device = device
         # Fuse q/k/v and gate/up weights now rather than on the first step (parameters keep their names).
-        for module in getattr(model, "modules", lambda: [])():
+        for module in getattr(model, "modules", list)():
             fuse = getattr(module, "fuse_projections", None)
             if fuse is not None:
                 fuse()
