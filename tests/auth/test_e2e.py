@@ -128,9 +128,11 @@ def test_high_priority_first_tokens_under_low_priority_flood(served: Served) -> 
 
     def flood() -> None:
         while not stop.is_set():
-            chat(served, "low", max_tokens=40, ignore_eos=True)
+            chat(served, "low", max_tokens=200, ignore_eos=True)
 
-    floods = [threading.Thread(target=flood) for _ in range(4)]
+    # Long flood requests, more of them than batch slots: a low-priority request must queue behind
+    # them, whatever the machine's speed, while a high-priority one preempts.
+    floods = [threading.Thread(target=flood) for _ in range(6)]
     for t in floods:
         t.start()
     try:
