@@ -85,3 +85,13 @@ def test_stream_releases_text_progressively() -> None:
     released = "".join(guard.push("word ") for _ in range(200))
     assert len(released) >= 1000 - 220  # at most the hold-back window is withheld
     assert released + guard.finish() == "word " * 200
+
+
+def test_stream_holds_only_a_tail_that_could_become_a_match() -> None:
+    guard = OutputGuard(REDACT)
+    assert guard.push("Paris is the capital of France.\n") == "Paris is the capital of France.\n"
+    released = guard.push("Write to jean")  # "jean" could begin an e-mail address: held, nothing else
+    assert released == "Write to "
+    released += guard.push(".dupont@example.fr")
+    assert "jean" not in released
+    assert released + guard.finish() == "Write to [EMAIL]"

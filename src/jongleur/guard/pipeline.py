@@ -1,9 +1,11 @@
 """The input check and the (streaming) output filter.
 
-`OutputGuard` holds back the last `HOLD_BACK` characters of a stream: every detector matches at
-most `detectors.MAX_MATCH` characters, so a match that could still grow with the next chunk always
-lies inside the held-back tail, and text is only released up to a point no match straddles. A
-secret split across any number of chunks therefore never leaves in clear.
+`OutputGuard` holds back the tail of a stream that could still become (or extend) a match: the
+`regex` module's partial matching tells where such a tail starts, so ordinary text flows at once
+and only, say, a trailing word that could begin an e-mail address or a key waits for the next
+chunk. Every detector matches at most `detectors.MAX_MATCH` characters, so no more than `HOLD_BACK`
+characters are ever held, and text is only released up to a point no match straddles. A secret
+split across any number of chunks therefore never leaves in clear.
 """
 
 from __future__ import annotations
@@ -11,6 +13,9 @@ from __future__ import annotations
 import re
 from collections import Counter
 from dataclasses import asdict, dataclass
+from functools import cache
+
+import regex
 
 from jongleur.guard import detectors
 from jongleur.guard.detectors import Detector, Match
@@ -55,6 +60,22 @@ def _scan(text: str, active: list[tuple[Detector, bool]]) -> tuple[list[Match], 
     matches = detectors.find_all(text, [d for d, _ in active])
     redact_kinds = {d.kind for d, r in active if r}
     return [m for m in matches if m.kind in redact_kinds], [m for m in matches if m.kind not in redact_kinds]
+
+
+@cache
+def _partial_pattern(pattern: str, flags: int) -> regex.Pattern[str]:
+    return regex.compile(pattern, flags)
+
+
+def _growing_from(text: str, active: list[tuple[Detector, bool]]) -> int:
+    """Where the earliest match that more text could still extend starts (`len(text)` if none):
+    a partial match at the end, or a complete one that ends at the end."""
+    start = len(text)
+    for detector, _ in active:
+        for m in _partial_pattern(detector.pattern.pattern, detector.pattern.flags).finditer(text, partial=True):
+            if m.end() == len(text):
+                start = min(start, m.start())
+    return start
 
 
 def _findings(stage: str, redacted: Counter[str], flagged: Counter[str]) -> list[Finding]:
@@ -109,9 +130,9 @@ class OutputGuard:
         if not self._active:
             return chunk
         self._buf += chunk
-        if len(self._buf) <= HOLD_BACK:
-            return ""
-        return self._release(len(self._buf) - HOLD_BACK)
+        growing = _growing_from(self._ctx + self._buf, self._active) - len(self._ctx)
+        cut = max(min(growing, len(self._buf)), len(self._buf) - HOLD_BACK)
+        return self._release(cut) if cut > 0 else ""
 
     def finish(self) -> str:
         if not self._active:
