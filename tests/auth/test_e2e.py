@@ -19,7 +19,7 @@ import pytest
 from api.server_process import ROOT, ServerProcess
 
 from jongleur.auth.cli import CLI_ACTOR
-from jongleur.auth.schemas import KeyCreate
+from jongleur.auth.schemas import KeyCreate, TenantCreate
 from jongleur.auth.setup import open_directory
 from jongleur.config import Settings
 
@@ -46,6 +46,9 @@ def served(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> It
     for name, policy in {"rpm": {"rpm": 5}, "tpm": {"tpm": 200}, "quota": {"daily_tokens": 300},
                          "low": {"priority": "low"}, "high": {"priority": "high"}}.items():
         keys[name] = directory.create_key(CLI_ACTOR, KeyCreate(name=name, policy=policy)).key  # type: ignore[arg-type]
+    for tenant in ("flood", "steady"):  # two tenants of equal weight, for fair share
+        tid = directory.create_tenant(CLI_ACTOR, TenantCreate(name=tenant)).id
+        keys[tenant] = directory.create_key(CLI_ACTOR, KeyCreate(name=tenant, tenant_id=tid)).key
     directory.db.close()
     log = tmp / "server.log"
     server = ServerProcess.jongleur("--model", str(tiny_model_dir), "--served-model-name", "tiny",
@@ -149,3 +152,35 @@ def test_high_priority_first_tokens_under_low_priority_flood(served: Served) -> 
     print(f"TTFT under a low-priority flood: high {h * 1000:.0f} ms, low (control) {lo * 1000:.0f} ms, "
           f"ratio {lo / h:.1f}")
     assert lo > 3 * h
+
+
+def test_flooding_tenant_does_not_starve_a_steady_one(served: Served) -> None:
+    """Same priority, different tenants: the scheduler's per-tenant fair share must put a steady
+    tenant's request ahead of the flooding tenant's queue."""
+    stop = threading.Event()
+
+    def flood() -> None:
+        while not stop.is_set():
+            chat(served, "flood", max_tokens=100, ignore_eos=True)
+
+    # Twelve at once against 2 batch slots: the flooding tenant always has a deep queue, and its own
+    # new request waits behind it, while the steady tenant's goes first and waits only for a slot.
+    floods = [threading.Thread(target=flood) for _ in range(12)]
+    for t in floods:
+        t.start()
+    try:
+        time.sleep(1.0)
+        steady, control = [], []
+        with cf.ThreadPoolExecutor(2) as pool:
+            for _ in range(2):  # sent at the same moment; medians
+                flooding = pool.submit(_ttft, served, "flood")
+                calm = pool.submit(_ttft, served, "steady")
+                control.append(flooding.result())
+                steady.append(calm.result())
+    finally:
+        stop.set()
+        for t in floods:
+            t.join()
+    s, c = statistics.median(steady), statistics.median(control)
+    print(f"TTFT under another tenant's flood: steady tenant {s * 1000:.0f} ms, flooding tenant {c * 1000:.0f} ms")
+    assert c > 3 * s
