@@ -11,6 +11,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -126,28 +127,35 @@ def _ttft(s: Served, key: str) -> float:
     raise AssertionError("no token")
 
 
-def test_high_priority_first_tokens_under_low_priority_flood(served: Served) -> None:
+@contextmanager
+def flooding(served: Served, key: str, threads: int, max_tokens: int, settle_s: float) -> Iterator[None]:
+    """`threads` clients send long requests with `key` back to back until the block ends."""
     stop = threading.Event()
 
     def flood() -> None:
         while not stop.is_set():
-            chat(served, "low", max_tokens=200, ignore_eos=True)
+            chat(served, key, max_tokens=max_tokens, ignore_eos=True)
 
-    # Long flood requests, more of them than batch slots: a low-priority request must queue behind
-    # them, whatever the machine's speed, while a high-priority one preempts.
-    floods = [threading.Thread(target=flood) for _ in range(6)]
+    floods = [threading.Thread(target=flood) for _ in range(threads)]
     for t in floods:
         t.start()
     try:
-        time.sleep(0.5)
-        high, low = [], []
-        for _ in range(2):  # interleaved, medians
-            high.append(_ttft(served, "high"))
-            low.append(_ttft(served, "low"))
+        time.sleep(settle_s)
+        yield
     finally:
         stop.set()
         for t in floods:
             t.join()
+
+
+def test_high_priority_first_tokens_under_low_priority_flood(served: Served) -> None:
+    # Long flood requests, more of them than batch slots: a low-priority request must queue behind
+    # them, whatever the machine's speed, while a high-priority one preempts.
+    with flooding(served, "low", threads=6, max_tokens=200, settle_s=0.5):
+        high, low = [], []
+        for _ in range(2):  # interleaved, medians
+            high.append(_ttft(served, "high"))
+            low.append(_ttft(served, "low"))
     h, lo = statistics.median(high), statistics.median(low)
     print(f"TTFT under a low-priority flood: high {h * 1000:.0f} ms, low (control) {lo * 1000:.0f} ms, "
           f"ratio {lo / h:.1f}")
@@ -157,30 +165,16 @@ def test_high_priority_first_tokens_under_low_priority_flood(served: Served) -> 
 def test_flooding_tenant_does_not_starve_a_steady_one(served: Served) -> None:
     """Same priority, different tenants: the scheduler's per-tenant fair share must put a steady
     tenant's request ahead of the flooding tenant's queue."""
-    stop = threading.Event()
-
-    def flood() -> None:
-        while not stop.is_set():
-            chat(served, "flood", max_tokens=100, ignore_eos=True)
-
     # Twelve at once against 2 batch slots: the flooding tenant always has a deep queue, and its own
     # new request waits behind it, while the steady tenant's goes first and waits only for a slot.
-    floods = [threading.Thread(target=flood) for _ in range(12)]
-    for t in floods:
-        t.start()
-    try:
-        time.sleep(1.0)
+    with flooding(served, "flood", threads=12, max_tokens=100, settle_s=1.0):
         steady, control = [], []
         with cf.ThreadPoolExecutor(2) as pool:
             for _ in range(2):  # sent at the same moment; medians
-                flooding = pool.submit(_ttft, served, "flood")
+                flooding_request = pool.submit(_ttft, served, "flood")
                 calm = pool.submit(_ttft, served, "steady")
-                control.append(flooding.result())
+                control.append(flooding_request.result())
                 steady.append(calm.result())
-    finally:
-        stop.set()
-        for t in floods:
-            t.join()
     s, c = statistics.median(steady), statistics.median(control)
     print(f"TTFT under another tenant's flood: steady tenant {s * 1000:.0f} ms, flooding tenant {c * 1000:.0f} ms")
     assert c > 3 * s
