@@ -1,4 +1,8 @@
-"""The catalog manager with fake engines: memory budget, LRU, busy models, keep-alive, updates."""
+"""The catalog manager with fake engines: updates (broken versions on demand) and weighted aliases.
+
+The memory budget, LRU unloads, busy models and keep-alive run on real engines in
+`test_budget_real_engines.py`.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +13,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from jongleur.catalog.manager import CatalogManager, ManagerConfig, ModelTooLarge, NoRoom, UpdateFailed
+from jongleur.catalog.manager import CatalogManager, ManagerConfig, UpdateFailed
 from jongleur.catalog.manifest import Manifest, ManifestFile
 from jongleur.catalog.served import ServedModel
 from jongleur.catalog.store import AliasTarget, ModelStore
@@ -69,46 +73,6 @@ async def hold(mgr: CatalogManager, ref: str) -> AsyncIterator[SimpleNamespace]:
     stream = entry.served.engine.generate(EngineRequest("hold-1", [1], SamplingParams(max_tokens=2)))
     await stream.__anext__()
     return stream
-
-
-def test_lru_idle_model_unloads_and_busy_model_stays(tmp_path: Path) -> None:
-    async def run() -> None:
-        mgr = manager(tmp_path, budget_mb=100)
-        a, b, c = (add(mgr.store, n, "1", 30) for n in ("a", "b", "c"))  # 40 MiB each with KV
-        await mgr.acquire(a)
-        await mgr.acquire(b)
-        stream = await hold(mgr, "a@1")  # a is busy and the least recently used
-        await mgr.acquire(c)  # needs room: b (idle) goes, a (busy) stays
-        assert sorted(e.manifest.ref for e in mgr.loaded()) == ["a@1", "c@1"]
-        assert not mgr.engines["b@1"].alive and mgr.engines["a@1"].alive  # type: ignore[attr-defined]
-        stream2 = await hold(mgr, "c@1")
-        with pytest.raises(NoRoom):
-            await mgr.acquire(b)  # both loaded models are busy
-        mgr.engines["a@1"].release.set()  # type: ignore[attr-defined]
-        async for _ in stream:
-            pass
-        await mgr.acquire(b)  # a is idle now
-        assert sorted(e.manifest.ref for e in mgr.loaded()) == ["b@1", "c@1"]
-        await stream2.aclose()
-        assert all(e.inflight == 0 for e in mgr.loaded())
-        with pytest.raises(ModelTooLarge):
-            await mgr.acquire(add(mgr.store, "huge", "1", 200))
-        await mgr.close()
-
-    asyncio.run(run())
-
-
-def test_keep_alive_unloads_idle_but_not_pinned(tmp_path: Path) -> None:
-    async def run() -> None:
-        mgr = manager(tmp_path, keep_alive_s=0.05)
-        await mgr.acquire(add(mgr.store, "a", "1", 10))
-        await mgr.acquire(add(mgr.store, "b", "1", 10), pin=True)
-        await asyncio.sleep(0.1)
-        await mgr.sweep()
-        assert [e.manifest.ref for e in mgr.loaded()] == ["b@1"]
-        await mgr.close()
-
-    asyncio.run(run())
 
 
 def test_update_switches_drains_and_rejects_broken(tmp_path: Path) -> None:
