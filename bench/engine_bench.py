@@ -18,8 +18,10 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import statistics
 import time
+from pathlib import Path
 
 import torch
 
@@ -86,13 +88,40 @@ class Timed:
         return out
 
 
-def build(path: str, threads: int | None, dtype: str, max_seqs: int):
+def random_qwen_dir(path: str, tokenizer_json: str | None) -> str:
+    """A Qwen2.5-0.5B-shaped HF folder with random weights (bf16): the real model's compute and
+    memory traffic where its weights cannot travel (e.g. to a lent GPU machine)."""
+    import transformers
+
+    folder = Path(path)
+    if (folder / "config.json").exists():
+        return str(folder)
+    config = transformers.Qwen2Config(
+        vocab_size=151936, hidden_size=896, intermediate_size=4864, num_hidden_layers=24,
+        num_attention_heads=14, num_key_value_heads=2, max_position_embeddings=32768,
+        rope_theta=1e6, rms_norm_eps=1e-6, tie_word_embeddings=True, torch_dtype="bfloat16",
+    )
+    torch.manual_seed(0)
+    transformers.Qwen2ForCausalLM(config).to(torch.bfloat16).save_pretrained(folder)
+    if tokenizer_json:  # the real Qwen vocabulary (151,665 entries) so sampling works on full rows
+        shutil.copy(tokenizer_json, folder / "tokenizer.json")
+    else:
+        import sys
+
+        sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+        from tiny_model import build_tokenizer
+
+        build_tokenizer().save(str(folder / "tokenizer.json"))
+    return str(folder)
+
+
+def build(path: str, threads: int | None, dtype: str, max_seqs: int, device: str = "cpu", kv_mib: int = 256):
     from jongleur.engine.builder import EngineSpec, build_engine
     from jongleur.engine.config import EngineConfig
 
     cfg = EngineConfig(
         dtype=dtype, num_threads=threads, max_num_seqs=max(32, max_seqs), max_num_batched_tokens=512,
-        kv_cache_bytes=256 << 20, enable_prefix_caching=True,
+        kv_cache_bytes=kv_mib << 20, enable_prefix_caching=True, device=device,
     )
     t = time.perf_counter()
     core, info = build_engine(EngineSpec(path, "bench", cfg, structured_output=False))
@@ -121,10 +150,13 @@ def run_level(core, conc: int, prompt_tokens: int, steps: int, warmup: int, seed
         from torch.profiler import ProfilerActivity
         from torch.profiler import profile as prof
 
-        with prof(activities=[ProfilerActivity.CPU], record_shapes=False) as p:
+        on_gpu = core.runner.device.type == "cuda"
+        activities = [ProfilerActivity.CPU, *([ProfilerActivity.CUDA] if on_gpu else [])]
+        with prof(activities=activities, record_shapes=on_gpu) as p:
             core.step()
         print(f"--- profile: one decode step at concurrency {conc}")
-        print(p.key_averages().table(sort_by="self_cpu_time_total", row_limit=25))
+        sort = "self_cuda_time_total" if on_gpu else "self_cpu_time_total"
+        print(p.key_averages(group_by_input_shape=on_gpu).table(sort_by=sort, row_limit=25, max_name_column_width=40))
     for rid in list(core._requests):
         core.abort(rid)
     core.step()
@@ -144,15 +176,19 @@ def main() -> None:
     ap.add_argument("--dtype", default="auto")
     ap.add_argument("--repeats", type=int, default=1)
     ap.add_argument("--profile", action="store_true")
+    ap.add_argument("--device", default="cpu", help="cpu or cuda (sub-step times are approximate on cuda)")
+    ap.add_argument("--kv-mib", type=int, default=256)
+    ap.add_argument("--random-qwen", metavar="DIR", help="build/use a random-weight Qwen2.5-0.5B-shaped folder")
+    ap.add_argument("--tokenizer-json", help="tokenizer.json for --random-qwen (default: the tests' tiny one)")
     ap.add_argument("--shared-prompt", action="store_true", help="one request with n=concurrency (prefill once)")
     args = ap.parse_args()
-    path = args.model
+    path = random_qwen_dir(args.random_qwen, args.tokenizer_json) if args.random_qwen else args.model
     if path is None:
         from jongleur.catalog.bundled import qwen_gguf
 
         path = str(qwen_gguf())
     levels = [int(c) for c in args.concurrency.split(",")]
-    core, info, load_s = build(path, args.threads, args.dtype, max(levels))
+    core, info, load_s = build(path, args.threads, args.dtype, max(levels), args.device, args.kv_mib)
     print(f"model {path}\n  dtype {info.dtype}, torch {torch.__version__}, threads {torch.get_num_threads()}, "
           f"load {load_s:.1f}s, loadavg {os.getloadavg()[0]:.1f}")
     for rep in range(args.repeats):

@@ -3,10 +3,12 @@
 Tiny random-weight models, fp32: greedy tokens must equal the reference and logprobs stay close,
 alone, in a batch of 16 mixed-length requests, with and without prefix caching, with chunked
 prefill, and after forced preemption. Seeded sampling is reproducible across batch compositions.
+`JONGLEUR_TEST_DEVICE=cuda` runs the same checks on a GPU (engine and reference both there).
 """
 
 from __future__ import annotations
 
+import os
 import random
 
 import pytest
@@ -18,6 +20,7 @@ from jongleur.engine.types import EngineRequest, FinishReason, Priority, Samplin
 from jongleur.models.loader import load_model
 
 NEW_TOKENS = 12
+DEVICE = os.environ.get("JONGLEUR_TEST_DEVICE", "cpu")
 
 
 def hf_greedy(hf_model, prompt: list[int], n: int) -> tuple[list[int], list[float]]:
@@ -25,7 +28,7 @@ def hf_greedy(hf_model, prompt: list[int], n: int) -> tuple[list[int], list[floa
     out, logprobs = [], []
     with torch.no_grad():
         for _ in range(n):
-            logits = hf_model(torch.tensor([ids])).logits[0, -1].float()
+            logits = hf_model(torch.tensor([ids], device=DEVICE)).logits[0, -1].float()
             token = int(torch.argmax(logits))
             logprobs.append(float(torch.log_softmax(logits, -1)[token]))
             out.append(token)
@@ -34,8 +37,8 @@ def hf_greedy(hf_model, prompt: list[int], n: int) -> tuple[list[int], list[floa
 
 
 def make_core(model_dir, **overrides) -> EngineCore:
-    loaded = load_model(model_dir, dtype=torch.float32)
-    config = EngineConfig(**{"num_blocks": 256, "block_size": 4, "dtype": "float32", **overrides})
+    loaded = load_model(model_dir, dtype=torch.float32, device=DEVICE)
+    config = EngineConfig(**{"num_blocks": 256, "block_size": 4, "dtype": "float32", "device": DEVICE, **overrides})
     return EngineCore(loaded.model, config, eos_token_ids=loaded.config.eos_token_ids)
 
 
@@ -71,7 +74,7 @@ def arch_case(request, tiny_model_dir, tiny_qwen2_dir, tiny_gemma3_dir):
     import transformers
 
     model_dir = {"llama": tiny_model_dir, "qwen2": tiny_qwen2_dir, "gemma3": tiny_gemma3_dir}[request.param]
-    hf = transformers.AutoModelForCausalLM.from_pretrained(model_dir, torch_dtype=torch.float32).eval()
+    hf = transformers.AutoModelForCausalLM.from_pretrained(model_dir, torch_dtype=torch.float32).to(DEVICE).eval()
     rng = random.Random(7)
     vocab = hf.config.vocab_size
     shared = [rng.randrange(3, vocab) for _ in range(9)]

@@ -159,9 +159,13 @@ class Sampler:
         if logits.dim() != 2 or logits.shape[0] != n or logits.shape[1] < self.vocab_size:
             raise ValueError(f"logits shape {tuple(logits.shape)} does not fit {n} rows x {self.vocab_size}")
         raw = logits[:, : self.vocab_size].float()  # a view unless the dtype differs
+        plain = [i for i, s in enumerate(states) if s.params.greedy and not s.needs_processing]
+        if raw.device.type != "cpu":
+            if len(plain) == n and all(s.params.logprobs is None for s in states):
+                return SampleResult(raw.argmax(dim=-1).tolist(), [None] * n)  # one small copy back
+            raw = raw.cpu()  # grammars, generators and penalties live on the host
         tokens = torch.empty(n, dtype=torch.long)
 
-        plain = [i for i, s in enumerate(states) if s.params.greedy and not s.needs_processing]
         if len(plain) == n:
             tokens = raw.argmax(dim=-1)
         elif plain:
@@ -180,7 +184,7 @@ class Sampler:
             raise ValueError("one logits row per target token")
         if not target_ids:
             return []
-        lp = torch.log_softmax(logits[:, : self.vocab_size].float(), dim=-1)
+        lp = torch.log_softmax(logits[:, : self.vocab_size].float().cpu(), dim=-1)
         targets = torch.tensor(target_ids, dtype=torch.long).clamp_(0, self.vocab_size - 1)
         return self._collect(lp, targets, [k] * len(target_ids))
 
