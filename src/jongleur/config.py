@@ -117,6 +117,12 @@ class Settings(BaseSettings):
     )
 
     # --- document bases and MCP
+    rag_database_url: SecretStr | None = Field(
+        None,
+        description="Where document collections live: 'sqlite:///PATH' or 'postgresql+psycopg://user:pw@host/db' "
+        "(full text with tsvector; vectors with pgvector HNSW when the extension can be created, else exact "
+        "cosine in SQL). Default: SQLite file rag.sqlite in data_dir.",
+    )
     mcp_servers: list[MCPServerConfig] = Field(
         default_factory=list,
         description="External MCP servers ([[mcp_servers]] tables: name, command or url, timeout_s, "
@@ -147,7 +153,8 @@ class Settings(BaseSettings):
         "kv_cache_memory_mb each); least recently used idle models unload to make room."
     )
     keep_alive_s: float = Field(
-        300.0, ge=0, description="A store model unused this long unloads (like Ollama's keep_alive)."
+        300.0, ge=0, description="A store model unused this long unloads (like Ollama's keep_alive); an "
+        "Ollama request's keep_alive overrides it for its model."
     )
     hub_url: str = Field(
         "https://huggingface.co", description="Hugging Face hub (or a mirror) for `jongleur models pull`."

@@ -1,4 +1,4 @@
-"""The RAG store and service in process (real all-MiniLM-L6-v2): access control inside the query
+"""The RAG store and service in process (real all-MiniLM-L6-v2), on every backend (`rag_store`): access control inside the query
 (tenant, owner/ACL, clearance, document readers, key scopes), integrity after replace/delete,
 chunking, and the measured figures: recall@5 on a labelled set and ingestion throughput."""
 
@@ -35,8 +35,8 @@ def embedder():  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture
-def service(embedder, tmp_path: Path) -> RagService:  # type: ignore[no-untyped-def]
-    return RagService(RagStore(tmp_path / "rag.sqlite"), lambda name: embedder)
+def service(embedder, rag_store: RagStore) -> RagService:  # type: ignore[no-untyped-def]
+    return RagService(rag_store, lambda name: embedder)
 
 
 def ingest_all(svc: RagService, caller: Caller, collection: str, paths: list[Path], **kw: object) -> int:
@@ -138,3 +138,19 @@ async def test_recall_at_5_and_throughput(service: RagService, tmp_path: Path, c
               f"{chunks} chunks); ingestion {chunks / elapsed:.1f} chunks/s on the small corpus, "
               f"{big_chunks / big_elapsed:.1f} chunks/s on a {big_chunks}-chunk document")
     assert recall >= 0.85
+
+
+async def test_pgvector_search_runs_on_the_hnsw_index(service: RagService, tmp_path: Path) -> None:
+    store = service.store
+    if not getattr(store, "pgvector", False):
+        pytest.skip("only the PostgreSQL + pgvector backend has an HNSW index")
+    await service.create_collection(ALICE, "kb", readers=["user:bob"])
+    ingest_all(service, ALICE, "kb", write_corpus(tmp_path / "c"))
+    vector = service.embedders(None).embed(["paid holiday"]).vectors[0]
+    args = store._access(BOB, ["kb"]) | {"q": [float(x) for x in vector], "k": 5}
+    with store._tx() as tx:
+        store._hnsw_settings(tx, 5)
+        plan = "\n".join(r[0] for r in tx.rows("EXPLAIN " + store.hnsw_query(len(vector)), args))
+    assert "chunks_hnsw_384" in plan, plan
+    assert {h.doc_id for h in service.search_sync(BOB, ["kb"], "paid holiday", k=3)} <= {
+        p.name for p in (tmp_path / "c").iterdir()}

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-from pathlib import Path
 from typing import Any
 
 from fastapi import Request
@@ -13,7 +12,7 @@ from jongleur.api.model_registry import ModelRegistry
 from jongleur.rag.access import Caller, caller_from_principal
 from jongleur.rag.parsing import DocumentError
 from jongleur.rag.service import RagLimits, RagService
-from jongleur.rag.store import RagStore, StoreError
+from jongleur.rag.store import StoreError, open_rag_store
 
 _lock = threading.Lock()
 
@@ -33,18 +32,18 @@ def embedder_lookup(registry: ModelRegistry) -> Any:
 
 
 def rag_service(app: Any) -> RagService:
-    """The service on `app.state.rag`, created on first use (the store file lives in the data dir)."""
+    """The service on `app.state.rag`, created on first use (store: `rag_database_url`, else the data dir)."""
     service = getattr(app.state, "rag", None)
     if service is None:
         with _lock:
             service = getattr(app.state, "rag", None)
             if service is None:
                 settings = app.state.settings
-                url = getattr(settings, "rag_database", "") or ""
-                path = url.removeprefix("sqlite:///") if url else str(Path(settings.data_dir) / "rag.sqlite")
+                url = getattr(settings, "rag_database_url", None)
+                url = url.get_secret_value() if hasattr(url, "get_secret_value") else url
                 limits = RagLimits(max_document_bytes=getattr(settings, "rag_max_document_bytes",
                                                               RagLimits.max_document_bytes))
-                service = RagService(RagStore(path), embedder_lookup(app.state.registry), limits)
+                service = RagService(open_rag_store(url, settings.data_dir), embedder_lookup(app.state.registry), limits)
                 app.state.rag = service
     return service
 
