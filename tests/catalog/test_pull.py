@@ -11,11 +11,11 @@ from pathlib import Path
 import gguf
 import numpy as np
 import pytest
+from tiny_model import make_tiny_model_dir
 
 from jongleur.catalog.names import InvalidName
 from jongleur.catalog.pull import HubClient, PullError, pull
 from jongleur.catalog.store import DigestMismatch, ModelStore
-from tests.tiny_model import make_tiny_model_dir
 
 
 def tiny_gguf(path: Path) -> bytes:

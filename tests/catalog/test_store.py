@@ -6,10 +6,10 @@ import json
 from pathlib import Path
 
 import pytest
+from tiny_model import make_tiny_model_dir
 
 from jongleur.catalog.names import InvalidName, parse_ref
 from jongleur.catalog.store import AliasTarget, DigestMismatch, ModelStore, StoreError
-from tests.tiny_model import make_tiny_model_dir
 
 BAD_NAMES = ["../etc", "/abs", "a/b", "a\x00b", "..", ".hidden", "UPPER/..", "a" * 100, "", "na me", "x\\y"]
 
@@ -109,3 +109,23 @@ def test_aliases_and_weights(tmp_path: Path, tiny_src: Path) -> None:
     store.remove_alias("chat")
     store.remove("tiny", "1")
     assert [m.ref for m in store.list()] == ["tiny@2"]
+
+
+def test_default_sampling_from_generation_config(tmp_path: Path, tiny_src: Path) -> None:
+    import shutil
+
+    folder = tmp_path / "sampled"
+    shutil.copytree(tiny_src, folder)
+    generation = {"do_sample": True, "temperature": 0.7, "top_p": 0.8, "top_k": 20, "repetition_penalty": 1.05,
+                  "eos_token_id": 2}
+    (folder / "generation_config.json").write_text(json.dumps(generation))
+    store = ModelStore(tmp_path / "models")
+    m = store.import_path(folder, name="sampled")
+    assert m.sampling == {"temperature": 0.7, "top_p": 0.8, "top_k": 20, "repetition_penalty": 1.05}
+    assert store.find("sampled@1").sampling == m.sampling  # kept in the manifest
+    (folder / "generation_config.json").write_text(json.dumps({**generation, "do_sample": False}))
+    assert store.import_path(folder, name="sampled").sampling == {}  # greedy: no sampling defaults
+    assert store.import_path(folder, name="sampled", sampling={"temperature": 0.0}).sampling == {"temperature": 0.0}
+    for bad in ({"temprature": 0.5}, {"temperature": "hot"}, {"top_p": float("nan")}, {"top_k": True}):
+        with pytest.raises(ValueError, match="sampling"):
+            store.import_path(folder, name="sampled", sampling=bad)

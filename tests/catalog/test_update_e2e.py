@@ -16,9 +16,9 @@ from pathlib import Path
 import httpx
 import pytest
 from api.server_process import ROOT, ServerProcess
+from tiny_model import make_tiny_model_dir
 
 from jongleur.catalog.store import AliasTarget, ModelStore
-from tests.tiny_model import make_tiny_model_dir
 
 
 @pytest.fixture(scope="module")

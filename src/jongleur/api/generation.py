@@ -15,7 +15,7 @@ import asyncio
 import dataclasses
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -108,20 +108,25 @@ def build_sampling(
     logprobs: int | None = None,
     prompt_logprobs: int | None = None,
     guided: GuidedDecoding | None = None,
+    defaults: Mapping[str, Any] | None = None,
 ) -> SamplingParams:
-    def pick(value: Any, default: Any) -> Any:
-        return default if value is None else value
+    """A field the request leaves unset takes `defaults` (the model's manifest), then ours."""
+    model_defaults = defaults or {}
 
-    top_k = pick(req.top_k, 0)
+    def pick(name: str, fallback: Any) -> Any:
+        value = getattr(req, name)
+        return model_defaults.get(name, fallback) if value is None else value
+
+    top_k = pick("top_k", 0)
     params = SamplingParams(
         max_tokens=max_tokens,
-        temperature=float(pick(req.temperature, 1.0)),
+        temperature=float(pick("temperature", 1.0)),
         top_k=0 if top_k == -1 else top_k,
-        top_p=float(pick(req.top_p, 1.0)),
-        min_p=float(pick(req.min_p, 0.0)),
-        repetition_penalty=float(pick(req.repetition_penalty, 1.0)),
-        presence_penalty=float(pick(req.presence_penalty, 0.0)),
-        frequency_penalty=float(pick(req.frequency_penalty, 0.0)),
+        top_p=float(pick("top_p", 1.0)),
+        min_p=float(pick("min_p", 0.0)),
+        repetition_penalty=float(pick("repetition_penalty", 1.0)),
+        presence_penalty=float(pick("presence_penalty", 0.0)),
+        frequency_penalty=float(pick("frequency_penalty", 0.0)),
         logit_bias=parse_logit_bias(req.logit_bias),
         seed=req.seed,
         stop_token_ids=tuple(req.stop_token_ids or ()),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
@@ -11,6 +12,26 @@ from jongleur.catalog.names import check_digest, check_file_name, check_name, ch
 
 Format = Literal["gguf", "safetensors"]
 LEVELS = ("public", "internal", "confidential", "secret")
+# the default sampling a manifest may carry; a request that sets a parameter overrides it
+SAMPLING_KEYS = ("temperature", "top_p", "top_k", "min_p", "repetition_penalty", "presence_penalty",
+                 "frequency_penalty")
+
+
+def check_sampling(sampling: dict[str, Any]) -> dict[str, Any]:
+    for key, value in sampling.items():
+        if key not in SAMPLING_KEYS:
+            raise ValueError(f"unknown default sampling parameter {key!r} (known: {', '.join(SAMPLING_KEYS)})")
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise ValueError(f"the default sampling parameter {key} must be a finite number")
+    return sampling
+
+
+def sampling_from_generation_config(config: dict[str, Any]) -> dict[str, Any]:
+    """An HF folder's `generation_config.json` as default sampling (nothing when it says greedy)."""
+    if config.get("do_sample") is False:
+        return {}
+    return {k: v for k in SAMPLING_KEYS if isinstance(v := config.get(k), (int, float))
+            and not isinstance(v, bool) and math.isfinite(v)}
 
 
 @dataclass(frozen=True)
@@ -36,6 +57,9 @@ class Manifest:
     source: str = ""  # where it came from: a path, "hf:repo/file@rev" or "bundled:<name>"
     external_path: str | None = None  # bundled models: served from their verified place, not copied
     created: int = field(default_factory=lambda: int(time.time()))
+
+    def __post_init__(self) -> None:
+        check_sampling(self.sampling)
 
     @property
     def ref(self) -> str:

@@ -29,3 +29,4 @@ class ServedModel:
     source_path: str = ""
     created: int = field(default_factory=lambda: int(time.time()))
     details: dict = field(default_factory=dict)  # format, quantization, parameter size (for /api/show)
+    default_sampling: dict[str, Any] = field(default_factory=dict)  # the manifest's; a request's own win

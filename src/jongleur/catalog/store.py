@@ -27,7 +27,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from jongleur.catalog.manifest import Manifest, ManifestFile
+from jongleur.catalog.manifest import Manifest, ManifestFile, sampling_from_generation_config
 from jongleur.catalog.names import (
     InvalidName,
     check_digest,
@@ -143,7 +143,16 @@ def describe_source(src: Path) -> dict[str, Any]:
         raise StoreError(f"{src}/config.json is not JSON") from None
     params = sum(_safetensors_params(p) for p in src.glob("*.safetensors"))
     return {"format": "safetensors", "architecture": str(config.get("model_type", "")),
-            "parameters": params, "context_window": int(config.get("max_position_embeddings", 0) or 0)}
+            "parameters": params, "context_window": int(config.get("max_position_embeddings", 0) or 0),
+            "sampling": _generation_sampling(src / "generation_config.json")}
+
+
+def _generation_sampling(path: Path) -> dict[str, Any]:
+    try:
+        config = json.loads(path.read_text()) if path.is_file() else {}
+    except ValueError:
+        raise StoreError(f"{path.parent}/generation_config.json is not JSON") from None
+    return sampling_from_generation_config(config) if isinstance(config, dict) else {}
 
 
 class ModelStore:
@@ -281,7 +290,7 @@ class ModelStore:
             digest, size = self.add_blob(p, progress)
             files.append(ManifestFile(check_file_name(p.name), digest, size))
         m = Manifest(name=name, tag=tag, files=tuple(files), size=sum(f.size for f in files),
-                     source=str(src), **info, **fields)
+                     source=str(src), **{**info, **fields})
         return self.register(m)
 
     def next_tag(self, name: str) -> str:

@@ -163,7 +163,7 @@ async def create_chat_completion(request: Request, req: ChatCompletionRequest, p
     if req.top_logprobs and not req.logprobs:
         raise bad_request("top_logprobs requires logprobs=true", param="top_logprobs")
     sampling = build_sampling(req, max_tokens=max_tokens, vocab_size=text.vocab_size, logprobs=logprobs,
-                              guided=guided)
+                              guided=guided, defaults=served.default_sampling)
     rid = new_id("chatcmpl")
     engine_req = make_engine_request(rid, prompt_ids, sampling, resolve_priority(req.priority, principal), principal)
     # Qwen's <tool_call> markers are special tokens: keep them in the text when tools may be called

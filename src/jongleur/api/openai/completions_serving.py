@@ -109,6 +109,7 @@ async def create_completion(request: Request, req: CompletionRequest, principal:
         sampling = build_sampling(
             req, max_tokens=max_tokens, vocab_size=text.vocab_size, logprobs=req.logprobs,
             prompt_logprobs=req.logprobs if (req.echo and req.logprobs is not None) else None,
+            defaults=served.default_sampling,
         )
         engine_req = make_engine_request(f"{rid}-{k}", ids, sampling, priority, principal)
         gens.append(Generation(served, text, engine_req, stops, state.metrics, req.skip_special_tokens))
