@@ -1,6 +1,7 @@
 """The model catalog admin API (system admins): store, aliases, load/unload, zero-downtime update.
 
     GET    /admin/models                  store versions, what is loaded, memory in use
+    GET    /admin/catalog/events          Server-Sent Events: loading, ready, failed, unloaded, update steps
     GET    /admin/models/{ref}            one manifest (`name@tag` or `name`)
     POST   /admin/models/import           {"path", "name"?, "tag"?}: a GGUF file or HF folder on the server
     DELETE /admin/models/{ref}            remove a version (not while an alias points at it)
@@ -16,13 +17,17 @@ A rejected update is 422 `update_failed` and the alias keeps its old version.
 from __future__ import annotations
 
 import asyncio
+import json
+from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
+from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from jongleur.api.body import parse_body
 from jongleur.api.errors import APIError, bad_request, not_found
+from jongleur.api.sse import sse
 from jongleur.auth.dependency import require_admin
 from jongleur.auth.errors import forbidden
 from jongleur.auth.principal import Principal
@@ -38,6 +43,7 @@ async def require_system_admin(principal: Principal = Depends(require_admin)) ->
 
 
 router = APIRouter(tags=["admin"], dependencies=[Depends(require_system_admin)])
+KEEPALIVE_S = 15.0
 
 
 class ImportBody(BaseModel):
@@ -144,14 +150,31 @@ async def rollback(request: Request) -> dict[str, Any]:
         raise _errors(exc) from None
 
 
+@router.get("/admin/catalog/events")
+async def events(request: Request) -> Response:
+    """Load progress and update steps as they happen (`catalog/events.py`), until the client leaves."""
+    catalog = _catalog(request)
+
+    async def stream() -> AsyncIterator[bytes]:
+        with catalog.events.subscribe() as queue:
+            yield b": subscribed\n\n"  # the client knows from here on it misses nothing
+            while True:
+                try:
+                    item = await asyncio.wait_for(queue.get(), timeout=KEEPALIVE_S)
+                except TimeoutError:
+                    yield b": keep-alive\n\n"  # proxies close silent connections
+                    continue
+                yield f"event: {item.event}\ndata: {json.dumps(item.to_dict())}\n\n".encode()
+
+    return sse(stream())
+
+
 @router.get("/admin/models/{ref}")
 async def show(request: Request, ref: str) -> dict[str, Any]:
     try:
         m = _catalog(request).store.find(ref)
     except _HANDLED as exc:
         raise _errors(exc) from None
-    import json
-
     return json.loads(m.to_json())
 
 

@@ -16,7 +16,7 @@ from jongleur.auth.hooks import model_visible
 from jongleur.catalog.served import ServedModel
 
 if TYPE_CHECKING:
-    from jongleur.catalog.manager import CatalogManager
+    from jongleur.catalog.manager import CatalogManager, LoadedModel
     from jongleur.catalog.manifest import Manifest
 
 
@@ -68,6 +68,28 @@ class ModelRegistry:
                 entry = loaded.get(m.ref)
                 out.append((m, entry.served if entry else stub(m)))
         return out
+
+    def catalog_entry(self, served: ServedModel) -> LoadedModel | None:
+        """The catalog's record of a loaded store model (None for configured models)."""
+        if self.catalog is None:
+            return None
+        return next((e for e in self.catalog.loaded() if e.served is served), None)
+
+    def set_keep_alive(self, served: ServedModel, seconds: float | None) -> None:
+        """A request's keep-alive for a store model (configured models stay loaded: ignored)."""
+        if self.catalog is not None and (entry := self.catalog_entry(served)) is not None:
+            self.catalog.set_keep_alive(entry.manifest.ref, seconds)
+
+    async def unload_soon(self, name: str, param: str = "model") -> None:
+        """Unload a store model now, or as soon as its running requests end (keep-alive 0)."""
+        model = self.find(name)
+        if model is None:
+            raise not_found(f"the model {name!r} does not exist", param=param)
+        if self.catalog is None or self._models.get(_key(model.name)) is model:
+            raise bad_request(f"the model {name!r} is configured at start-up and stays loaded", param=param,
+                              code="model_not_unloadable")
+        self.set_keep_alive(model, 0)
+        await self.catalog.sweep()
 
     def aliases_of(self, name: str) -> list[str]:
         static = sorted(a for a, t in self._aliases.items() if t == _key(name))

@@ -2,13 +2,15 @@
 
 `import`, `show`, `rm` and `tag` work on the store directly (no server needed; a running server
 sees the change at its next request). `update` and `rollback` ask the running server, which loads,
-checks and switches with zero downtime (`POST /admin/models/update`).
+checks and switches with zero downtime (`POST /admin/models/update`), printing the server's progress
+events (`GET /admin/catalog/events`: loading, ready, canary, switched, draining, unloaded) meanwhile.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import threading
 from pathlib import Path
 from typing import Annotated
 
@@ -110,6 +112,9 @@ def register(app: typer.Typer) -> None:
     def _admin(url: str, path: str, body: dict[str, str]) -> None:
         key = os.environ.get("JONGLEUR_API_KEY")
         headers = {"Authorization": f"Bearer {key}"} if key else {}
+        subscribed = threading.Event()
+        threading.Thread(target=_print_events, args=(url, headers, subscribed), daemon=True).start()
+        subscribed.wait(5)  # so the first events of this update are not missed (goes on without them)
         try:
             resp = httpx.post(url.rstrip("/") + path, json=body, headers=headers, timeout=900)
         except httpx.HTTPError as exc:
@@ -131,3 +136,23 @@ def register(app: typer.Typer) -> None:
     def rollback(alias: str, url: Url = DEFAULT_URL) -> None:
         """Switch ALIAS back to its previous version(s), with the same checks as update."""
         _admin(url, "/admin/models/rollback", {"alias": alias})
+
+
+def _print_events(url: str, headers: dict[str, str], subscribed: threading.Event) -> None:
+    """Echo the server's catalog events to stderr until the process ends (a daemon thread)."""
+    try:
+        with httpx.stream("GET", url.rstrip("/") + "/admin/catalog/events", headers=headers,
+                          timeout=httpx.Timeout(5, read=None)) as resp:
+            if resp.status_code != 200:
+                return
+            for line in resp.iter_lines():
+                if line.startswith(": subscribed"):
+                    subscribed.set()
+                elif line.startswith("data: "):
+                    e = json.loads(line[6:])
+                    done = f" {e['fraction']:.0%}" if e.get("fraction") is not None else ""
+                    typer.echo(f"  {e['event']:<9} {e['ref']}{done} {e.get('message', '')}".rstrip(), err=True)
+    except (httpx.HTTPError, ValueError, KeyError):
+        return  # progress is a courtesy; the update's answer is what counts
+    finally:
+        subscribed.set()

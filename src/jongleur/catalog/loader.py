@@ -58,6 +58,7 @@ async def load_chat_model(
         details={
             "format": "gguf" if source.is_file() else "safetensors",
             "dtype": info.dtype,
+            "device": config.device,
             "kv_block_size": info.kv_block_size,
             "kv_num_blocks": info.kv_num_blocks,
         },

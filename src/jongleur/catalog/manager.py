@@ -7,7 +7,8 @@
   recently used first. A model with requests in flight (or used within `settle_s`) is never
   unloaded; a model larger than the whole budget is `ModelTooLarge` (400), no room now is
   `NoRoom` (503 + Retry-After).
-- Idle models unload after `keep_alive_s` (pinned ones never).
+- Idle models unload after their keep-alive: the manager's `keep_alive_s`, or what the last
+  request set (Ollama's `keep_alive`: 0 = right after it, negative = never); pinned ones never.
 - `update(alias, targets)`: verify digests, load the new version beside the old, send it a canary
   prompt, switch the alias (one atomic file replace), wait until the old version has no request in
   flight, unload it. Any failure before the switch leaves the alias and the old version as they were.
@@ -16,6 +17,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import time
@@ -25,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from jongleur.catalog.events import CatalogEvents
 from jongleur.catalog.inflight import TrackedEngine
 from jongleur.catalog.manifest import Manifest
 from jongleur.catalog.names import parse_ref
@@ -63,6 +66,7 @@ class LoadedModel:
     loaded_at: float = field(default_factory=time.time)
     pinned: bool = False
     retiring: bool = False
+    keep_alive_s: float | None = None  # set by a request (Ollama's keep_alive); None: the manager's
 
 
 @dataclass(frozen=True)
@@ -85,6 +89,8 @@ class CatalogManager:
         self._lock = asyncio.Lock()  # loads and unloads, one at a time
         self._update_lock = asyncio.Lock()
         self._sweeper: asyncio.Task[None] | None = None
+        self.events = CatalogEvents()
+        self._wake_sweeper = asyncio.Event()  # a keep-alive changed: sweep now, not at the next period
 
     # -- views --------------------------------------------------------------------------
     def loaded(self) -> list[LoadedModel]:
@@ -96,6 +102,24 @@ class CatalogManager:
     def estimate(self, m: Manifest) -> int:
         weights = m.parameters * self.config.dtype_bytes if m.parameters else m.size
         return weights + self.config.kv_bytes
+
+    def keep_alive_of(self, e: LoadedModel) -> float:
+        """Seconds `e` stays loaded once idle; negative: until its room is needed."""
+        return self.config.keep_alive_s if e.keep_alive_s is None else e.keep_alive_s
+
+    def expires_at(self, e: LoadedModel) -> float | None:
+        """When the keep-alive unloads `e` (Unix time), counted from its last use; None: never."""
+        keep = self.keep_alive_of(e)
+        if e.pinned or keep < 0:
+            return None
+        now = time.time()
+        idle_since = now if e.inflight else now - (time.monotonic() - e.last_used)
+        return idle_since + keep
+
+    def set_keep_alive(self, ref: str, seconds: float | None) -> None:
+        if (e := self._loaded.get(ref)) is not None:
+            e.keep_alive_s = seconds
+            self._wake_sweeper.set()
 
     def aliases_of(self, ref: str) -> list[str]:
         return sorted(a.name for a in self.store.aliases().values() if any(t.ref == ref for t in a.targets))
@@ -136,14 +160,19 @@ class CatalogManager:
                              f"({self.used_bytes() >> 20} of {budget >> 20} MiB in use)")
             log.info("unloading %s (least recently used) to make room for %s", victim.manifest.ref, m.ref)
             await self._unload(victim)
-        log.info("loading %s (about %d MiB)", m.ref, need >> 20)
+        self.events.publish("loading", m.ref, 0.0, f"about {need >> 20} MiB")
         started = time.monotonic()
-        served = await self._load_fn(self.store.model_path(m), m)
+        try:
+            served = await self._load_fn(self.store.model_path(m), m)
+        except Exception as exc:
+            self.events.publish("failed", m.ref, message=str(exc)[:500])
+            raise
+        served.default_sampling = dict(m.sampling)
         entry = LoadedModel(m, served, need)
         if served.engine is not None:
             served.engine = TrackedEngine(served.engine, entry)  # type: ignore[assignment]
         self._loaded[m.ref] = entry
-        log.info("loaded %s in %.1f s", m.ref, time.monotonic() - started)
+        self.events.publish("ready", m.ref, 1.0, f"loaded in {time.monotonic() - started:.1f} s")
         return entry
 
     def _lru_idle(self, protect: frozenset[str]) -> LoadedModel | None:
@@ -160,7 +189,7 @@ class CatalogManager:
                 await engine.shutdown()
             except Exception:  # the model is gone from the catalog either way
                 log.exception("engine shutdown failed for %s", entry.manifest.ref)
-        log.info("unloaded %s", entry.manifest.ref)
+        self.events.publish("unloaded", entry.manifest.ref)
 
     async def unload(self, ref: str, force: bool = False) -> bool:
         """Unload `name@tag` now if idle (or `force`); False if it is busy."""
@@ -173,21 +202,30 @@ class CatalogManager:
             await self._unload(entry)
         return True
 
+    def _expired(self, e: LoadedModel, now: float) -> bool:
+        keep = self.keep_alive_of(e)
+        idle = e.inflight == 0 and now - e.last_used >= self.config.settle_s
+        return idle and (e.retiring or (not e.pinned and keep >= 0 and now - e.last_used > keep))
+
     async def sweep(self) -> None:
         """Unload models idle past their keep-alive, and retired ones whose requests have ended."""
-        now = time.monotonic()
         for e in list(self._loaded.values()):
-            idle = e.inflight == 0 and now - e.last_used >= self.config.settle_s
-            expired = not e.pinned and now - e.last_used > self.config.keep_alive_s
-            if idle and (e.retiring or expired):
+            if self._expired(e, time.monotonic()):
                 async with self._lock:
-                    await self._unload(e)
+                    if self._loaded.get(e.manifest.ref) is e and self._expired(e, time.monotonic()):
+                        await self._unload(e)  # checked again: a request may have come meanwhile
+
+    def _sweep_period(self) -> float:
+        keeps = [self.keep_alive_of(e) for e in self._loaded.values()] + [self.config.keep_alive_s]
+        shortest = min((k for k in keeps if k >= 0), default=self.config.keep_alive_s)
+        return max(0.2, min(5.0, shortest / 4))
 
     def start(self) -> None:
         async def loop() -> None:
-            period = max(0.2, min(5.0, self.config.keep_alive_s / 4))
             while True:
-                await asyncio.sleep(period)
+                self._wake_sweeper.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake_sweeper.wait(), self._sweep_period())
                 try:
                     await self.sweep()
                 except Exception:
@@ -231,11 +269,13 @@ class CatalogManager:
             try:
                 manifests = [self.store.find(t.ref) for t in targets]
                 for m in manifests:
+                    self.events.publish("verifying", m.ref, message="checking the SHA-256 of its files")
                     await asyncio.to_thread(self.store.verify, m)
                 for m in manifests:
                     if m.ref not in self._loaded:
                         fresh.append(m.ref)
                     entry = await self.acquire(m, protect=frozenset(old_refs))
+                    self.events.publish("canary", m.ref, message="answering the canary prompt")
                     await asyncio.wait_for(self.canary(entry.served), timeout=120)
                 targets = [AliasTarget(m.ref, t.weight) for m, t in zip(manifests, targets, strict=True)]
             except Exception as exc:
@@ -243,14 +283,14 @@ class CatalogManager:
                     if (entry := self._loaded.get(ref)) is not None and entry.inflight == 0:
                         async with self._lock:
                             await self._unload(entry)
-                log.warning("update of %s rejected: %s", alias, exc)
+                self.events.publish("failed", alias, message=f"update rejected: {str(exc)[:500]}")
                 raise UpdateFailed(f"update of {alias!r} rejected, the current version keeps serving: "
                                    f"{exc}") from exc
             report["load_and_check_s"] = round(time.monotonic() - started, 3)
             self.store.set_alias(alias, targets)  # the switch: one atomic rename
             switched = time.monotonic()
             report["to"] = [t.ref for t in targets]
-            log.info("alias %s switched to %s", alias, ", ".join(report["to"]))
+            self.events.publish("switched", alias, message="now " + ", ".join(report["to"]))
             report["drain"] = await self._retire(old_refs - {t.ref for t in targets})
             report["drain_s"] = round(time.monotonic() - switched, 3)
             return report
@@ -271,7 +311,7 @@ class CatalogManager:
                 result[ref] = "kept" if entry else "not loaded"
                 continue
             entry.retiring = True
-            log.info("draining %s: %d request(s) in flight", ref, entry.inflight)
+            self.events.publish("draining", ref, message=f"{entry.inflight} request(s) in flight")
             deadline = time.monotonic() + self.config.drain_timeout_s
             await asyncio.sleep(self.config.settle_s)  # requests that resolved it just before the switch
             while (entry.inflight or time.monotonic() - entry.last_used < self.config.settle_s) \

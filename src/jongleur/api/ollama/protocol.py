@@ -6,6 +6,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from jongleur.api.ollama.keep_alive import KeepAlive
+
 
 class OllamaModel(BaseModel):
     model_config = ConfigDict(strict=True, extra="ignore", allow_inf_nan=False)
@@ -51,8 +53,9 @@ class ChatRequest(OllamaModel):
     format: str | dict[str, Any] | None = None
     options: Options | None = None
     stream: bool = True
-    keep_alive: str | int | float | None = None
+    keep_alive: KeepAlive = None
     think: bool | str | None = None
+    collections: list[str] | None = Field(None, min_length=1, max_length=16)  # extension: RAG with citations
 
 
 class GenerateRequest(OllamaModel):
@@ -67,7 +70,7 @@ class GenerateRequest(OllamaModel):
     stream: bool = True
     context: list[int] | None = None
     images: list[str] | None = None
-    keep_alive: str | int | float | None = None
+    keep_alive: KeepAlive = None
 
 
 class EmbedRequest(OllamaModel):
@@ -76,7 +79,7 @@ class EmbedRequest(OllamaModel):
     truncate: bool = True
     dimensions: int | None = None
     options: dict[str, Any] | None = None
-    keep_alive: str | int | float | None = None
+    keep_alive: KeepAlive = None
 
 
 class EmbeddingsRequest(OllamaModel):

@@ -30,6 +30,7 @@ from jongleur.api.generation import (
     stop_list,
     until_disconnect,
 )
+from jongleur.api.ollama.keep_alive import ps_fields
 from jongleur.api.ollama.protocol import (
     ChatRequest,
     EmbeddingsRequest,
@@ -40,6 +41,7 @@ from jongleur.api.ollama.protocol import (
 )
 from jongleur.api.openai.common import SamplingFields
 from jongleur.api.openai.embeddings_serving import run_embeddings
+from jongleur.api.rag.ollama_chat import augment_ollama_chat, citations_field
 from jongleur.api.security import Principal, PrincipalDep, get_principal
 from jongleur.api.sse import ndjson, ndjson_line
 from jongleur.api.tokenization import ModelText
@@ -67,12 +69,15 @@ def _guided(fmt: str | dict[str, Any] | None) -> GuidedDecoding | None:
     raise bad_request("format must be 'json' or a JSON schema object", param="format")
 
 
+OLLAMA_DEFAULTS = {"temperature": 0.8, "top_p": 0.9, "top_k": 40}  # Ollama's, under the model's own
+
+
 def _sampling_fields(opts: Options | None) -> tuple[SamplingFields, int | None]:
     o = opts or Options()
     fields = SamplingFields(
-        temperature=o.temperature if o.temperature is not None else 0.8,
-        top_p=o.top_p if o.top_p is not None else 0.9,
-        top_k=o.top_k if o.top_k is not None else 40,
+        temperature=o.temperature,
+        top_p=o.top_p,
+        top_k=o.top_k,
         min_p=o.min_p,
         seed=o.seed,
         stop=o.stop,
@@ -93,7 +98,8 @@ async def _prepare(
     fields, requested = _sampling_fields(opts)
     max_tokens = resolve_max_tokens(requested, len(prompt_ids), text.window, state.settings.default_max_tokens,
                                     prompt_param="prompt", max_param="options.num_predict")
-    sampling = build_sampling(fields, max_tokens=max_tokens, vocab_size=text.vocab_size, guided=_guided(fmt))
+    sampling = build_sampling(fields, max_tokens=max_tokens, vocab_size=text.vocab_size, guided=_guided(fmt),
+                              defaults={**OLLAMA_DEFAULTS, **served.default_sampling})
     engine_req = make_engine_request(new_id("ollama"), prompt_ids, sampling, principal.max_priority, principal)
     gen = Generation(served, text, engine_req, stop_list(fields.stop, "options.stop"), state.metrics)
     await until_disconnect(request, gen.start())
@@ -112,11 +118,23 @@ def _ollama_calls(served: ServedModel, text: str) -> tuple[str, list[dict[str, A
                             for c in parsed.tool_calls]
 
 
+async def _resolve(request: Request, model: str, keep_alive: float | None) -> ServedModel:
+    """The model, loaded on first use; the request's keep-alive applies to it from now on."""
+    registry = request.app.state.registry
+    served = await registry.aresolve(model, "chat")
+    require_engine(served)
+    registry.set_keep_alive(served, keep_alive)
+    return served
+
+
 @router.post("/chat")
 async def chat(request: Request, principal: PrincipalDep) -> Response:
     req = await parse_body(request, ChatRequest)
-    served = await request.app.state.registry.aresolve(req.model, "chat")
-    require_engine(served)
+    if not req.messages and req.keep_alive == 0:  # Ollama's way to unload a model
+        await request.app.state.registry.unload_soon(req.model)
+        return JSONResponse({"model": req.model, "created_at": _now(), "message": {"role": "assistant",
+                             "content": ""}, "done": True, "done_reason": "unload"})
+    served = await _resolve(request, req.model, req.keep_alive)
     if not req.messages:  # Ollama answers an empty chat by loading the model
         return JSONResponse({"model": req.model, "created_at": _now(), "message": {"role": "assistant",
                              "content": ""}, "done": True, "done_reason": "load"})
@@ -129,6 +147,8 @@ async def chat(request: Request, principal: PrincipalDep) -> Response:
                 "arguments": c.function.arguments if isinstance(c.function.arguments, dict)
                 else json.loads(c.function.arguments or "{}")}} for c in m.tool_calls]
         messages.append(msg)
+    messages, citations = await augment_ollama_chat(request, principal, served, messages, req.collections,
+                                                    req.options.num_predict if req.options else None)
     tools = req.tools or None
     prompt_ids = ModelText(served).render_chat(messages, tools, True)
     started = time.monotonic()
@@ -147,7 +167,7 @@ async def chat(request: Request, principal: PrincipalDep) -> Response:
                     if d.finish_reason is not None:
                         yield ndjson_line({**base, "created_at": _now(), "message": {"role": "assistant",
                                            "content": ""}, "done": True, "done_reason": d.finish_reason,
-                                           **_stats(gen, started)})
+                                           **_stats(gen, started), **citations_field(citations)})
             except Exception as exc:  # noqa: BLE001 -
                 yield ndjson_line({"error": from_exception(exc).message})
         return ndjson(lines())
@@ -161,7 +181,7 @@ async def chat(request: Request, principal: PrincipalDep) -> Response:
     if calls:
         message["tool_calls"] = calls
     final = {**base, "created_at": _now(), "message": message, "done": True,
-             "done_reason": r.finish_reason or "stop", **_stats(gen, started)}
+             "done_reason": r.finish_reason or "stop", **_stats(gen, started), **citations_field(citations)}
     if req.stream:  # tools + stream: Ollama sends the call in one line, then the final line
         return ndjson(_single(final))
     return JSONResponse(final)
@@ -174,8 +194,11 @@ async def _single(line: dict[str, Any]) -> AsyncIterator[bytes]:
 @router.post("/generate")
 async def generate(request: Request, principal: PrincipalDep) -> Response:
     req = await parse_body(request, GenerateRequest)
-    served = await request.app.state.registry.aresolve(req.model, "chat")
-    require_engine(served)
+    if not req.prompt and not req.context and req.keep_alive == 0:  # Ollama's way to unload a model
+        await request.app.state.registry.unload_soon(req.model)
+        return JSONResponse({"model": req.model, "created_at": _now(), "response": "", "done": True,
+                             "done_reason": "unload"})
+    served = await _resolve(request, req.model, req.keep_alive)
     if req.template:
         raise bad_request("custom templates are not accepted", param="template")
     if req.suffix:
@@ -286,8 +309,7 @@ async def ps(request: Request) -> dict[str, Any]:
     for m in request.app.state.registry.loaded_models():
         entry = _entry(m)
         entry.pop("modified_at")
-        entry.update({"expires_at": "2999-01-01T00:00:00Z", "size_vram": 0,
-                      "context_length": m.context_window or None})
+        entry.update({**ps_fields(request.app.state.registry, m), "context_length": m.context_window or None})
         models.append(entry)
     return {"models": models}
 
