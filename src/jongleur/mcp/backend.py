@@ -98,7 +98,7 @@ class LocalBackend:
                 names = [c["id"] for c in await self.list_collections(ctx)]
             if not names:
                 raise BackendError("no collection is readable with this key")
-            served = self.app.state.registry.resolve(model, "chat")
+            served = await self.app.state.registry.aresolve(model, "chat")  # loads a store model
             messages = [{"role": "user", "content": question}]
             messages, cites = await augment(self.app, principal, ModelText(served), messages, names, max_tokens)
             answer, _, _, finish = await generate_text(self.app, principal, served.name, messages, max_tokens)

@@ -53,9 +53,9 @@ async def get_model(request: Request, model_id: str) -> models.ModelCard:
 
 @router.post("/tokenize", tags=["extensions"], openapi_extra=_body_doc(tokenize.TokenizeRequest))
 async def tokenize_route(request: Request) -> dict[str, Any]:
-    return tokenize.tokenize(request, await parse_body(request, tokenize.TokenizeRequest))
+    return await tokenize.tokenize(request, await parse_body(request, tokenize.TokenizeRequest))
 
 
 @router.post("/detokenize", tags=["extensions"], openapi_extra=_body_doc(tokenize.DetokenizeRequest))
 async def detokenize_route(request: Request) -> dict[str, Any]:
-    return tokenize.detokenize(request, await parse_body(request, tokenize.DetokenizeRequest))
+    return await tokenize.detokenize(request, await parse_body(request, tokenize.DetokenizeRequest))

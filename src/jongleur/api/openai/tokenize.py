@@ -25,12 +25,12 @@ class DetokenizeRequest(StrictModel):
     tokens: list[int] = Field(max_length=1_000_000)
 
 
-def tokenize(request: Request, req: TokenizeRequest) -> dict[str, Any]:
+async def tokenize(request: Request, req: TokenizeRequest) -> dict[str, Any]:
     from jongleur.api.errors import bad_request
     from jongleur.api.openai.chat_protocol import ChatCompletionRequest
     from jongleur.api.openai.chat_serving import message_dicts
 
-    served = request.app.state.registry.resolve(req.model, "chat")
+    served = await request.app.state.registry.aresolve(req.model, "chat")  # store models load on first use
     text = ModelText(served)
     if (req.prompt is None) == (req.messages is None):
         raise bad_request("give exactly one of prompt and messages", param="prompt")
@@ -43,8 +43,8 @@ def tokenize(request: Request, req: TokenizeRequest) -> dict[str, Any]:
     return {"tokens": ids, "count": len(ids), "max_model_len": text.window}
 
 
-def detokenize(request: Request, req: DetokenizeRequest) -> dict[str, Any]:
-    served = request.app.state.registry.resolve(req.model, "chat")
+async def detokenize(request: Request, req: DetokenizeRequest) -> dict[str, Any]:
+    served = await request.app.state.registry.aresolve(req.model, "chat")  # store models load on first use
     text = ModelText(served)
     text.check_prompt_ids(req.tokens, "tokens")
     return {"prompt": text.decode(req.tokens, skip_special_tokens=False)}

@@ -60,7 +60,7 @@ async def generate_text(app: Any, principal: Any, model: str | None, messages: l
                         skip_special_tokens: bool = True) -> tuple[str, int, int, str]:
     """One whole chat answer: (text, prompt tokens, completion tokens, finish reason)."""
     state = app.state
-    served = state.registry.resolve(model, "chat")
+    served = await state.registry.aresolve(model, "chat")  # a store model loads on first use
     require_engine(served)
     text = ModelText(served)
     prompt_ids = text.render_chat(messages, tools)
