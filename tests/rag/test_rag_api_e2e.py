@@ -152,3 +152,27 @@ def test_augmented_chat_returns_citations(http: httpx.Client, corpus: list[Path]
     # another team: the collection does not exist for them, in chat as in search
     r = http.post("/v1/chat/completions", json=body, headers=auth(TEAM_B))
     assert r.status_code == 404 and r.json()["error"]["param"] == "collections"
+
+
+def test_ollama_chat_with_collections_cites(http: httpx.Client, corpus: list[Path]) -> None:
+    import json
+
+    body = {"model": "tiny", "messages": [{"role": "user", "content": "What is the recovery time objective?"}],
+            "options": {"num_predict": 4, "temperature": 0}, "collections": ["acme-docs"], "stream": False}
+    r = http.post("/api/chat", json=body, headers=auth(TEAM_A))
+    assert r.status_code == 200, r.text
+    final = r.json()
+    assert final["done"] and final["citations"][0]["document"] == "operations.pdf"
+    assert final["citations"][0]["page"] == 2 and final["prompt_eval_count"] > 60  # the sources are in the prompt
+    plain = http.post("/api/chat", json={k: v for k, v in body.items() if k != "collections"}, headers=auth(TEAM_A))
+    assert "citations" not in plain.json()
+    # streaming: the citations ride on the final NDJSON object, never on the partial ones
+    with http.stream("POST", "/api/chat", json={**body, "stream": True}, headers=auth(TEAM_A)) as s:
+        objects = [json.loads(line) for line in s.iter_lines() if line.strip()]
+    assert objects[-1]["done"] and objects[-1]["citations"][0]["document"] == "operations.pdf"
+    assert not any("citations" in o for o in objects[:-1])
+    # another team: the collection does not exist for them (Ollama-shaped error, as on every /api route)
+    r = http.post("/api/chat", json=body, headers=auth(TEAM_B))
+    assert r.status_code == 404 and "acme-docs" in r.json()["error"]
+    r = http.post("/api/chat", json={**body, "collections": []}, headers=auth(TEAM_A))
+    assert r.status_code == 400 and "collections" in r.json()["error"]
