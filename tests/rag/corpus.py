@@ -7,6 +7,20 @@ from pathlib import Path
 
 def make_pdf(pages: list[list[str]]) -> bytes:
     """A minimal valid PDF with a text layer: one Helvetica line per string, one page per list."""
+    contents = []
+    for lines in pages:
+        ops = ["BT", "/F1 11 Tf", "14 TL", "50 780 Td"]
+        ops += [f"({pdf_string(line)}) Tj\nT*" for line in lines]
+        contents.append(ops + ["ET"])
+    return make_pdf_ops(contents)
+
+
+def pdf_string(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("(", "\\(").replace(")", "\\)")
+
+
+def make_pdf_ops(pages: list[list[str]]) -> bytes:
+    """A minimal valid PDF whose pages have these raw content-stream operators (font /F1: Helvetica)."""
     objects: list[bytes] = []
     n_pages = len(pages)
     page_ids = [4 + 2 * i for i in range(n_pages)]
@@ -14,12 +28,7 @@ def make_pdf(pages: list[list[str]]) -> bytes:
     objects.append(b"<< /Type /Pages /Kids [" + b" ".join(f"{p} 0 R".encode() for p in page_ids)
                    + f"] /Count {n_pages} >>".encode())
     objects.append(b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>")
-    for i, lines in enumerate(pages):
-        ops = ["BT", "/F1 11 Tf", "14 TL", "50 780 Td"]
-        for line in lines:
-            safe = line.replace("\\", "\\\\").replace("(", "\\(").replace(")", "\\)")
-            ops += [f"({safe}) Tj", "T*"]
-        ops.append("ET")
+    for i, ops in enumerate(pages):
         stream = "\n".join(ops).encode("latin-1")
         objects.append(f"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 842] /Contents {page_ids[i] + 1} 0 R "
                        "/Resources << /Font << /F1 3 0 R >> >> >>".encode())

@@ -4,8 +4,9 @@ A `Block` is a heading, a paragraph or a code block, with its page (PDF) and its
 offsets in the document's extracted text, so a chunk can be cited precisely. Hostile input is
 handled here: archives (zip, gzip, ...) are refused by their magic bytes, extracted text is capped
 (a small PDF cannot expand into gigabytes), zero-width and bidi control characters are removed,
-and HTML text that a reader cannot see (`display:none`, `hidden`, `aria-hidden`, tiny fonts) is
-dropped. Each such event is reported as a finding.
+and text that a reader cannot see is dropped: in HTML `display:none`, `hidden`, `aria-hidden`, tiny
+fonts; in PDF invisible render modes, white fill, glyphs under 1 pt and text off the page box
+(`pdf_hidden.py`). Each such event is reported as a finding.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ import unicodedata
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
 from pathlib import PurePath
+
+from jongleur.rag.pdf_hidden import HiddenTextFilter
 
 
 class DocumentError(ValueError):
@@ -244,7 +247,7 @@ def parse_html(text: str, b: _Builder, findings: list[str]) -> None:
     parser.close()
 
 
-def parse_pdf(data: bytes, b: _Builder, max_pages: int) -> int:
+def parse_pdf(data: bytes, b: _Builder, max_pages: int, findings: list[str]) -> int:
     try:
         from pypdf import PdfReader
         from pypdf.errors import PdfReadError
@@ -259,7 +262,10 @@ def parse_pdf(data: bytes, b: _Builder, max_pages: int) -> int:
             raise DocumentError(f"the PDF has {pages} pages; at most {max_pages} are accepted", 413,
                                 "document_too_large")
         for number, page in enumerate(reader.pages, start=1):
-            _paragraphs(page.extract_text() or "", b, page=number)
+            hidden = HiddenTextFilter(page.mediabox)
+            _paragraphs(page.extract_text(visitor_operand_before=hidden.visit) or "", b, page=number)
+            if hidden.dropped:
+                findings += ["hidden_text_removed", *(f"pdf_{reason}" for reason in hidden.dropped)]
     except DocumentError:
         raise
     except (PdfReadError, ValueError, KeyError, TypeError, OSError, RecursionError) as exc:
@@ -277,7 +283,7 @@ def parse_document(filename: str, data: bytes, declared_type: str | None = None,
     b = _Builder(max_chars)
     pages = None
     if media == "application/pdf":
-        pages = parse_pdf(data, b, max_pages)
+        pages = parse_pdf(data, b, max_pages, findings)
         for block in b.blocks:
             block.text = clean_text(block.text, findings)
         if not b.blocks:
