@@ -83,6 +83,8 @@ def create_app(
                 task.cancel()
             if registry.catalog is not None:
                 await registry.catalog.close()
+            if (mcp_tools := getattr(app.state, "mcp_tools", None)) is not None:
+                await mcp_tools.aclose()  # external MCP sessions; stdio servers exit
             for served in registry.models():
                 if served.engine is not None:
                     try:

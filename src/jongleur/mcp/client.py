@@ -5,8 +5,9 @@ definition (name, description, input schema) is hashed (SHA-256 of canonical JSO
 usable only when that hash is approved — in the config (`approved`) or through the admin API
 (stored in `<data_dir>/mcp_approvals.json`); a changed definition no longer matches its pin and is
 disabled until re-approved. Who may use a tool: the server's `allowed` ACL entries, its
-`min_clearance`, and the key's tool scopes. Calls open a short session with a time-out, and
-results are cut to `max_result_chars`. Tool output is data: the loop hands it to the model as a
+`min_clearance`, and the key's tool scopes. Each server keeps one session open, reused by every
+listing and call and reopened when lost (`connections.py`); calls have a time-out, and results are
+cut to `max_result_chars`. Tool output is data: the loop hands it to the model as a
 tool message, never as instructions.
 """
 
@@ -22,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from jongleur.mcp.config import MCPServerConfig
+from jongleur.mcp.connections import ServerConnection
 from jongleur.rag.access import Caller, Level
 
 log = logging.getLogger("jongleur.mcp")
@@ -62,6 +64,7 @@ def definition_hash(name: str, description: str | None, schema: dict[str, Any] |
 class MCPToolRegistry:
     def __init__(self, servers: list[MCPServerConfig], approvals_path: Path) -> None:
         self.servers = {s.name: s for s in servers}
+        self.connections = {s.name: ServerConnection(s) for s in servers}
         self.approvals_path = approvals_path
         self._tools: dict[str, ExternalTool] | None = None
         self._errors: dict[str, str] = {}
@@ -129,8 +132,18 @@ class MCPToolRegistry:
             return dict(self._tools)
 
     async def _list(self, config: MCPServerConfig) -> list[Any]:
-        async with _session(config) as session:
+        connection = self.connections[config.name]
+        session = await connection.session()
+        try:
             return list((await session.list_tools()).tools)
+        except BaseException:
+            await connection.drop(session)
+            raise
+
+    async def aclose(self) -> None:
+        """Close every server's session (stdio processes end); on server shutdown."""
+        for connection in self.connections.values():
+            await connection.aclose()
 
     # ---- policy and calls -------------------------------------------------------------------
 
@@ -145,13 +158,17 @@ class MCPToolRegistry:
     async def call(self, tool: ExternalTool, arguments: dict[str, Any]) -> tuple[str, bool]:
         """(result text, is_error); raises ToolCallError on time-out or transport failure."""
         config = self.servers[tool.server]
+        connection = self.connections[tool.server]
+        session = None
         try:
             async with asyncio.timeout(config.timeout_s):
-                async with _session(config) as session:
-                    result = await session.call_tool(tool.name, arguments)
+                session = await connection.session()
+                result = await session.call_tool(tool.name, arguments)
         except TimeoutError:
             raise ToolCallError(f"the tool {tool.id} timed out after {config.timeout_s:g}s") from None
         except Exception as exc:  # noqa: BLE001 - transport errors of an external process or URL
+            if session is not None:
+                await connection.drop(session)
             raise ToolCallError(f"the tool {tool.id} failed ({type(exc).__name__})") from None
         parts = []
         for item in result.content:
@@ -163,42 +180,3 @@ class MCPToolRegistry:
         if len(text) > config.max_result_chars:
             text = text[: config.max_result_chars] + "\n[result truncated]"
         return text, bool(result.is_error)
-
-
-class _session:
-    """An initialized `ClientSession` to one configured server (stdio process or streamable HTTP)."""
-
-    def __init__(self, config: MCPServerConfig) -> None:
-        self.config = config
-        self._stack: Any = None
-
-    async def __aenter__(self) -> Any:
-        from contextlib import AsyncExitStack
-
-        from mcp import ClientSession
-
-        self._stack = AsyncExitStack()
-        stack = await self._stack.__aenter__()
-        try:
-            if self.config.command is not None:
-                from mcp import StdioServerParameters
-                from mcp.client.stdio import get_default_environment, stdio_client
-
-                # a minimal environment: the server's own secrets (keys in JONGLEUR_*) never reach the tool
-                params = StdioServerParameters(command=self.config.command[0], args=self.config.command[1:],
-                                               env={**get_default_environment(), **self.config.env})
-                read, write = await stack.enter_async_context(stdio_client(params))
-            else:
-                from mcp.client.streamable_http import streamable_http_client
-
-                assert self.config.url is not None
-                read, write = await stack.enter_async_context(streamable_http_client(self.config.url))
-            session = await stack.enter_async_context(ClientSession(read, write))
-            await session.initialize()
-            return session
-        except BaseException:
-            await self._stack.__aexit__(None, None, None)
-            raise
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self._stack.__aexit__(*exc)
