@@ -100,6 +100,7 @@ def test_manifest_default_sampling_applies_and_request_wins(server: ServerProces
         opts = {"seed": seed, "num_predict": 12, **kw}
         return client.generate(model=GREEDY_BY_DEFAULT, prompt="hello", raw=True, options=opts).response
 
+    assert client.show(GREEDY_BY_DEFAULT).parameters == "temperature 0.0"  # as Modelfile PARAMETERs
     ollama_greedy = generate(0, temperature=0.0)
     assert {generate(seed) for seed in range(1, 5)} == {ollama_greedy}  # not Ollama's 0.8
     assert len({generate(seed, temperature=2.0) for seed in range(1, 5)}) > 1

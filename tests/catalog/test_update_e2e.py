@@ -4,6 +4,7 @@ of broken versions, and names that try to leave the store. One server for the wh
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -142,6 +143,8 @@ def test_update_under_load_zero_failures(server: ServerProcess) -> None:
         t_back_done = time.monotonic()
         assert cli.returncode == 0, cli.stderr
         assert json.loads(cli.stdout)["to"] == ["tiny@1"]
+        # the CLI prints the server's progress events while it waits (GET /admin/catalog/events)
+        assert re.search(r"ready\s+tiny@1 100%", cli.stderr) and re.search(r"switched\s+chat", cli.stderr), cli.stderr
         time.sleep(1)
         stop.set()
         for t in threads:

@@ -27,4 +27,5 @@ def stub(m: Manifest) -> ServedModel:
         name=m.ref, version=m.tag, kind="chat", engine=None, tokenizer=None, context_window=m.context_window,
         architecture=m.architecture, source_path=m.source, created=m.created,
         details={"format": m.format, "size": m.size, "loaded": False, "digest": m.digest},
+        default_sampling=dict(m.sampling),
     )

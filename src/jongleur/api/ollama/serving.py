@@ -70,6 +70,7 @@ def _guided(fmt: str | dict[str, Any] | None) -> GuidedDecoding | None:
 
 
 OLLAMA_DEFAULTS = {"temperature": 0.8, "top_p": 0.9, "top_k": 40}  # Ollama's, under the model's own
+OLLAMA_NAMES = {"repetition_penalty": "repeat_penalty"}  # our sampling names where Ollama's differ
 
 
 def _sampling_fields(opts: Options | None) -> tuple[SamplingFields, int | None]:
@@ -329,7 +330,8 @@ async def show(request: Request) -> dict[str, Any]:
     info = {"general.architecture": served.architecture, "general.name": served.name}
     if served.context_window:
         info[f"{served.architecture or 'model'}.context_length"] = served.context_window
-    return {"modelfile": f"FROM {served.source_path}\n", "parameters": "", "template": "",
+    parameters = "\n".join(f"{OLLAMA_NAMES.get(k, k)} {v}" for k, v in served.default_sampling.items())
+    return {"modelfile": f"FROM {served.source_path}\n", "parameters": parameters, "template": "",
             "details": _details(served), "model_info": info, "capabilities": caps,
             "modified_at": _entry(served)["modified_at"]}
 
