@@ -42,7 +42,8 @@ def register_bundled(store: ModelStore, data_dir: Path) -> None:
 
 
 def _dtype_bytes(settings: Settings) -> int:
-    return {"float32": 4, "bfloat16": 2, "float16": 2}.get(settings.dtype, 4)  # auto: fp32 on most CPUs
+    # int8: 1.125 B per linear weight plus the dense fp32 embedding (a tied head is both): ~2 B on average
+    return {"float32": 4, "bfloat16": 2, "float16": 2, "int8": 2}.get(settings.dtype, 4)  # auto: the worst case
 
 
 def build_catalog(settings: Settings) -> CatalogManager:

@@ -67,7 +67,7 @@ def build_engine(spec: EngineSpec):  # -> tuple[EngineCore, EngineInfo]
         vocab_size=vocab_size,
         max_model_len=core.max_model_len,
         eos_token_ids=eos,
-        dtype=str(dtype).removeprefix("torch."),
+        dtype=core.weight_mode,
         kv_block_size=config.block_size,
         kv_num_blocks=core.kv.num_blocks,
     )

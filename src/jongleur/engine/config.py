@@ -15,7 +15,7 @@ class EngineConfig:
     max_waiting: int = 256  # queue limit: past it, requests are refused with 429
     max_model_len: int | None = None  # context window; None = the model's
     enable_prefix_caching: bool = True
-    dtype: str = "auto"  # "auto" | "float32" | "bfloat16" | "float16"
+    dtype: str = "auto"  # "auto" | "float32" | "bfloat16" | "float16" | "int8" (CPU: int8 weights, fp32 activations)
     device: str = "cpu"
     num_threads: int | None = None  # torch intra-op threads; None = torch's default
     seed: int = 0  # global RNG seed for unseeded sampling

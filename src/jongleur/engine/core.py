@@ -35,12 +35,28 @@ class _RequestState:
     first_output_sent: set[int] = field(default_factory=set)
 
 
-def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
-    if name == "auto":
-        from jongleur.models.loader import select_dtype
+def resolve_weight_mode(name: str, device: torch.device) -> str:
+    """`auto` -> bf16 on CUDA and on CPUs with native bf16; on other CPUs int8 weights when the
+    int8 kernel can run here (a decode step reads ~3.5x fewer bytes than fp32), else fp32."""
+    if name != "auto":
+        return name
+    from jongleur.models.loader import select_dtype
 
-        return select_dtype(device)
-    return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
+    dtype = select_dtype(device)
+    if dtype == torch.float32 and device.type == "cpu":
+        from jongleur.models.q8 import q8_available
+
+        if q8_available():
+            return "int8"
+    return str(dtype).removeprefix("torch.")
+
+
+def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
+    """The activation (and dense weight) dtype; `int8` keeps fp32 activations over int8 weights."""
+    name = resolve_weight_mode(name, device)
+    if name == "int8" and device.type != "cpu":
+        raise ValueError("dtype int8 is a CPU mode; use bfloat16 or float16 on CUDA")
+    return {"float32": torch.float32, "int8": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
 
 
 class EngineCore:
@@ -61,6 +77,11 @@ class EngineCore:
         self.grammar_compiler = grammar_compiler
         device = torch.device(config.device)
         param = next(model.parameters())  # type: ignore[attr-defined]
+        self.weight_mode = resolve_weight_mode(config.dtype, device)
+        if self.weight_mode == "int8":
+            from jongleur.models.q8 import quantize_model
+
+            quantize_model(model)  # type: ignore[arg-type]
         kv_dtype = kv_dtype or (param.dtype if param.is_floating_point() else torch.float32)
         num_blocks = config.num_blocks or self._blocks_for_budget(kv_dtype)
         self.kv = KVCacheManager(num_blocks, config.block_size, config.enable_prefix_caching)

@@ -8,7 +8,6 @@ global base (and the configured rope scaling, as in HF).
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from jongleur.engine.attention import AttentionMetadata
@@ -18,9 +17,11 @@ from jongleur.models.layers import (
     GatedMLP,
     RMSNorm,
     RotaryEmbedding,
+    linear,
     rope_inverse_frequencies,
 )
 from jongleur.models.llama import Attention, KVCache
+from jongleur.models.q8 import Q8Weight
 
 
 class Gemma3DecoderLayer(nn.Module):
@@ -70,6 +71,7 @@ class Gemma3ForCausalLM(nn.Module):
         self.local_rotary = RotaryEmbedding(rope_inverse_frequencies(config.head_dim, local_theta, None))
         self.embed_scale = config.hidden_size**0.5
         self.final_softcap: float | None = config.extra.get("final_logit_softcapping")
+        self.head_q8: Q8Weight | None = None  # the tied head as int8; the embedding stays dense
 
     def forward(
         self,
@@ -87,8 +89,13 @@ class Gemma3ForCausalLM(nn.Module):
             x = layer(x, local_rope if layer.is_sliding else global_rope, kv_cache, meta)
         return self.model.norm(x)
 
+    def quantize_weights(self, quantize) -> None:
+        if self.head_q8 is None:
+            self.head_q8 = quantize(self.model.embed_tokens.weight)
+
     def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:  # [N, hidden] -> [N, vocab] float32
-        logits = F.linear(hidden, self.model.embed_tokens.weight).float()
+        weight = self.head_q8 if self.head_q8 is not None else self.model.embed_tokens.weight
+        logits = linear(hidden, weight).float()
         if self.final_softcap is not None:
             logits = torch.tanh(logits / self.final_softcap) * self.final_softcap
         return logits

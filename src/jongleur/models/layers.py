@@ -13,12 +13,38 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from jongleur.models.q8 import Q8Weight, q8_linear
+
+Weight = torch.Tensor | Q8Weight  # a dense weight, or int8 blocks for the engine's `int8` dtype
+
+
+def linear(x: torch.Tensor, weight: Weight, bias: torch.Tensor | None = None) -> torch.Tensor:
+    if isinstance(weight, Q8Weight):
+        return q8_linear(x, weight, bias)
+    return F.linear(x, weight, bias)
+
+
+def release(*linears: nn.Linear) -> None:
+    """Drop dense weights that now live as int8 elsewhere (the memory is what int8 is for)."""
+    for lin in linears:
+        lin.weight = nn.Parameter(torch.empty(0, device=lin.weight.device), requires_grad=False)
+
 
 class Linear(nn.Linear):
     """`nn.Linear` without random init: weights always come from a file (and init on `meta` is slow)."""
 
+    q8: Q8Weight | None = None
+
     def reset_parameters(self) -> None:
         pass
+
+    def quantize_weights(self, quantize) -> None:
+        if self.q8 is None and self.weight.numel():
+            self.q8 = quantize(self.weight)
+            release(self)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return linear(x, self.q8 if self.q8 is not None else self.weight, self.bias)
 
 
 class Embedding(nn.Embedding):
@@ -162,17 +188,26 @@ class GatedMLP(nn.Module):
         self.act = ACTIVATIONS[activation]
         self.intermediate = intermediate
         self._fused: tuple[torch.Tensor, torch.Tensor | None, tuple] | None = None
+        self.q8: Q8Weight | None = None
 
     def fuse_projections(self) -> None:
         self.fused_weight()
 
-    def fused_weight(self) -> torch.Tensor:
+    def quantize_weights(self, quantize) -> None:
+        if self.q8 is None:
+            self.q8 = quantize(self.fused_weight())
+            self._fused = None
+            release(self.gate_proj, self.up_proj)
+
+    def fused_weight(self) -> Weight:
+        if self.q8 is not None:
+            return self.q8
         fused = self._fused
         if fused is None or fused[2] != fused_key(self.gate_proj, self.up_proj):
             fused = self._fused = fuse_linears(self.gate_proj, self.up_proj)
         return fused[0]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # [T, hidden] -> [T, hidden]
-        gate_up = F.linear(x, self.fused_weight())  # [T, 2 * intermediate]
+        gate_up = linear(x, self.fused_weight())  # [T, 2 * intermediate]
         gate, up = gate_up[:, : self.intermediate], gate_up[:, self.intermediate :]
         return self.down_proj(self.act(gate) * up)

@@ -7,7 +7,6 @@ state dict loads as is; the GGUF loader renames its tensors to these names.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from jongleur.engine.attention import AttentionMetadata, paged_attention
@@ -18,11 +17,15 @@ from jongleur.models.layers import (
     Linear,
     RMSNorm,
     RotaryEmbedding,
+    Weight,
     apply_rope,
     fuse_linears,
     fused_key,
+    linear,
+    release,
     rope_inverse_frequencies,
 )
+from jongleur.models.q8 import Q8Weight
 
 KVCache = tuple[torch.Tensor, torch.Tensor]  # (k, v): [slots, kv_heads, head_dim]
 
@@ -47,11 +50,21 @@ class Attention(nn.Module):
         self.q_size, self.kv_size = c.num_heads * c.head_dim, c.num_kv_heads * c.head_dim
         # q, k and v run as one matmul over concatenated weights, fused on first use (see `fuse_linears`).
         self._fused: tuple[torch.Tensor, torch.Tensor | None, tuple] | None = None
+        self.q8_qkv: tuple[Q8Weight, torch.Tensor | None] | None = None
 
     def fuse_projections(self) -> None:
         self.fused_qkv()
 
-    def fused_qkv(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def quantize_weights(self, quantize) -> None:
+        if self.q8_qkv is None:
+            weight, bias = self.fused_qkv()
+            self.q8_qkv = (quantize(weight), bias)
+            self._fused = None
+            release(self.q_proj, self.k_proj, self.v_proj)
+
+    def fused_qkv(self) -> tuple[Weight, torch.Tensor | None]:
+        if self.q8_qkv is not None:
+            return self.q8_qkv
         fused = self._fused
         if fused is None or fused[2] != fused_key(self.q_proj, self.k_proj, self.v_proj):
             fused = self._fused = fuse_linears(self.q_proj, self.k_proj, self.v_proj)
@@ -65,7 +78,7 @@ class Attention(nn.Module):
         meta: AttentionMetadata,
     ) -> torch.Tensor:  # [T, hidden]
         t = x.shape[0]
-        qkv = F.linear(x, *self.fused_qkv())  # [T, q_size + 2 * kv_size]
+        qkv = linear(x, *self.fused_qkv())  # [T, q_size + 2 * kv_size]
         q = qkv[:, : self.q_size].view(t, self.num_heads, self.head_dim)
         k = qkv[:, self.q_size : self.q_size + self.kv_size].view(t, self.num_kv_heads, self.head_dim)
         v = qkv[:, self.q_size + self.kv_size :].view(t, self.num_kv_heads, self.head_dim)
@@ -109,6 +122,7 @@ class LlamaForCausalLM(nn.Module):
         self.lm_head = (
             None if config.tie_word_embeddings else Linear(config.hidden_size, config.vocab_size, bias=False)
         )
+        self.head_q8: Q8Weight | None = None
         freq_factors = config.extra.get("rope_freq_factors")
         self.rotary = RotaryEmbedding(
             rope_inverse_frequencies(config.head_dim, config.rope_theta, config.rope_scaling, freq_factors)
@@ -127,9 +141,15 @@ class LlamaForCausalLM(nn.Module):
             x = layer(x, rope, kv_cache, meta)
         return self.model.norm(x)
 
+    def quantize_weights(self, quantize) -> None:
+        if self.lm_head is None and self.head_q8 is None:  # tied: the embedding stays dense for lookups
+            self.head_q8 = quantize(self.model.embed_tokens.weight)
+
     def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:  # [N, hidden] -> [N, vocab] float32
-        weight = self.model.embed_tokens.weight if self.lm_head is None else self.lm_head.weight
-        return F.linear(hidden, weight).float()
+        if self.lm_head is not None:
+            return self.lm_head(hidden).float()
+        weight = self.head_q8 if self.head_q8 is not None else self.model.embed_tokens.weight
+        return linear(hidden, weight).float()
 
     def kv_spec(self) -> KVSpec:
         c = self.config

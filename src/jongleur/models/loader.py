@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from jongleur.models.base import CausalLM, ModelConfig
+from jongleur.models.cpu import cpu_flags
 from jongleur.models.gguf_file import read_gguf
 from jongleur.models.gguf_loader import gguf_config, gguf_tensors
 from jongleur.models.hf_loader import hf_config, hf_tensors
@@ -46,11 +47,7 @@ class LoadedModel:
 
 
 def _cpu_has_bf16() -> bool:
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
+    return bool({"avx512_bf16", "amx_bf16"} & cpu_flags())
 
 
 def select_dtype(device: str | torch.device = "cpu") -> torch.dtype:

@@ -1,0 +1,85 @@
+"""The engine's `int8` dtype against transformers running the same int8 weights (dequantized).
+
+int8 rounds each weight once, at load; everything after must be exact: the reference is the HF
+model with every linear (and the LM head) replaced by `dequantize(quantize(w))` in fp32. Greedy
+tokens equal, logprobs close, alone and in a batch of 16 with prefix caching and preemption.
+"""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+import torch
+from test_engine_vs_hf import NEW_TOKENS, check_against_reference, greedy_request, hf_greedy, run_all
+
+from jongleur.engine.config import EngineConfig
+from jongleur.engine.core import EngineCore, resolve_dtype
+from jongleur.models.loader import load_model
+from jongleur.models.q8 import q8_available, quantize
+
+pytestmark = pytest.mark.skipif(not q8_available(), reason="int8 kernel needs AVX2+FMA and a C compiler")
+
+
+def int8_reference(model_dir):
+    import transformers
+
+    hf = transformers.AutoModelForCausalLM.from_pretrained(model_dir, torch_dtype=torch.float32).eval()
+    with torch.no_grad():
+        for module in hf.modules():
+            if isinstance(module, torch.nn.Linear) and module is not hf.lm_head:
+                module.weight.copy_(quantize(module.weight).dequantize())
+        head = quantize(hf.get_input_embeddings().weight).dequantize()
+        hf.lm_head.weight = torch.nn.Parameter(head)  # untied: the embedding lookup stays dense
+    return hf
+
+
+@pytest.fixture(scope="module", params=["qwen2", "gemma3"])
+def int8_case(request, tiny_qwen2_dir, tiny_gemma3_dir):
+    model_dir = {"qwen2": tiny_qwen2_dir, "gemma3": tiny_gemma3_dir}[request.param]
+    hf = int8_reference(model_dir)
+    rng = random.Random(11)
+    prompts = [[rng.randrange(3, hf.config.vocab_size) for _ in range(rng.randrange(1, 40))] for _ in range(16)]
+    return model_dir, prompts, [hf_greedy(hf, p, NEW_TOKENS) for p in prompts]
+
+
+def make_int8_core(model_dir, **overrides) -> EngineCore:
+    loaded = load_model(model_dir, dtype=torch.float32)
+    config = EngineConfig(**{"num_blocks": 256, "block_size": 4, "dtype": "int8", **overrides})
+    return EngineCore(loaded.model, config, eos_token_ids=loaded.config.eos_token_ids)
+
+
+def test_int8_alone_and_batched_match_reference(int8_case):
+    model_dir, prompts, refs = int8_case
+    core = make_int8_core(model_dir, max_num_batched_tokens=64)
+    assert core.runner.model.model.layers[0].mlp.q8 is not None  # really running int8
+    alone = run_all(core, [greedy_request("r0", prompts[0])])
+    check_against_reference(alone, {0: refs[0]})
+    batched = run_all(core, [greedy_request(f"r{i}", p) for i, p in enumerate(prompts)])
+    check_against_reference(batched, dict(enumerate(refs)))
+
+
+def test_int8_after_preemption_matches_reference(int8_case):
+    model_dir, prompts, refs = int8_case
+    core = make_int8_core(model_dir, num_blocks=40, max_num_batched_tokens=32)
+    result = run_all(core, [greedy_request(f"r{i}", p) for i, p in enumerate(prompts)])
+    assert core.stats().preempted_total > 0
+    check_against_reference(result, dict(enumerate(refs)))
+
+
+def test_int8_is_refused_on_cuda_with_a_clear_error():
+    with pytest.raises(ValueError, match="CPU mode"):
+        resolve_dtype("int8", torch.device("cuda"))
+
+
+def test_auto_picks_int8_on_cpus_without_native_bf16(monkeypatch):
+    from jongleur.engine.core import resolve_weight_mode
+    from jongleur.models import loader
+
+    monkeypatch.setattr(loader, "_cpu_has_bf16", lambda: False)
+    assert resolve_weight_mode("auto", torch.device("cpu")) == "int8"
+    assert resolve_dtype("auto", torch.device("cpu")) == torch.float32  # int8 weights, fp32 activations
+    monkeypatch.setattr(loader, "_cpu_has_bf16", lambda: True)
+    assert resolve_weight_mode("auto", torch.device("cpu")) == "bfloat16"
+    assert resolve_weight_mode("auto", torch.device("cuda")) == "bfloat16"
+    assert resolve_weight_mode("float32", torch.device("cpu")) == "float32"
