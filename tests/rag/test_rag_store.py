@@ -134,7 +134,8 @@ async def test_recall_at_5_and_throughput(service: RagService, tmp_path: Path, c
     big_chunks = service.ingest_sync(ALICE, "eval", big.name, big.read_bytes()).chunks
     big_elapsed = time.perf_counter() - started
     with capsys.disabled():
-        print(f"\n[rag] recall@5 = {recall:.2f} ({hits_at_5}/{len(LABELLED)} queries, {len(paths)} documents, "
+        print(f"\n[rag {type(service.store).__name__}{' pgvector' if getattr(service.store, 'pgvector', False) else ''}]"
+              f" recall@5 = {recall:.2f} ({hits_at_5}/{len(LABELLED)} queries, {len(paths)} documents, "
               f"{chunks} chunks); ingestion {chunks / elapsed:.1f} chunks/s on the small corpus, "
               f"{big_chunks / big_elapsed:.1f} chunks/s on a {big_chunks}-chunk document")
     assert recall >= 0.85
