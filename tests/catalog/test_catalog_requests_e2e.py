@@ -4,11 +4,14 @@ models loaded on first use by /tokenize. One server for the module."""
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 
 import httpx
 import ollama
@@ -17,13 +20,20 @@ import pytest
 from api.server_process import ServerProcess
 from tiny_model import make_tiny_model_dir
 
+from catalog.fake_hub import Hub, fake_hub, tiny_gguf
 from jongleur.catalog.store import ModelStore
 
 GREEDY_BY_DEFAULT = "greedy@1"  # its manifest says temperature 0
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+def hub() -> Iterator[tuple[Hub, str]]:
+    with fake_hub() as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory, hub: tuple[Hub, str]) -> Iterator[ServerProcess]:
     tmp = tmp_path_factory.mktemp("catalog-requests")
     store = ModelStore(tmp / "data" / "models")
     folder = make_tiny_model_dir(tmp / "tiny", "qwen2", seed=1)
@@ -31,7 +41,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     store.import_path(folder, name="tiny", tag="1")
     store.import_path(folder, name="other", tag="1")
     flags = ["--model", "", "--embedding-model", "", "--data-dir", str(tmp / "data"),
-             "--kv-cache-memory-mb", "16", "--max-num-seqs", "8", "--memory-budget-mb", "512"]
+             "--kv-cache-memory-mb", "16", "--max-num-seqs", "8", "--memory-budget-mb", "512", "--hub-url", hub[1]]
     proc = ServerProcess.jongleur(*flags, env={"JONGLEUR_ENGINE_MODE": "inprocess"},
                                   log_path=tmp / "server.log").start(timeout=300)
     yield proc
@@ -106,7 +116,8 @@ def test_manifest_default_sampling_applies_and_request_wins(server: ServerProces
     assert len({generate(seed, temperature=2.0) for seed in range(1, 5)}) > 1
 
 
-def read_events(base_url: str, out: list[dict], subscribed: threading.Event, until: str) -> None:
+def read_events(base_url: str, out: list[dict], subscribed: threading.Event, until: tuple[str, str]) -> None:
+    """Collect `/admin/catalog/events` into `out` until the event `until` = (event, ref) arrives."""
     with httpx.Client(base_url=base_url, timeout=120) as c, c.stream("GET", "/admin/catalog/events") as r:
         assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
         kind = None
@@ -119,17 +130,26 @@ def read_events(base_url: str, out: list[dict], subscribed: threading.Event, unt
                 event = json.loads(line[6:])
                 assert event["event"] == kind
                 out.append(event)
-                if (event["event"], event["ref"]) == (until, "other@1"):
+                if (event["event"], event["ref"]) == until:
                     return
 
 
-def test_load_events_stream_and_tokenize_loads_on_first_use(server: ServerProcess) -> None:
+@contextlib.contextmanager
+def following_events(base_url: str, until: tuple[str, str]) -> Iterator[list[dict]]:
+    """Subscribed before the block runs; after it, every event up to `until` is in the list."""
     events: list[dict] = []
     subscribed = threading.Event()
-    reader = threading.Thread(target=read_events, args=(server.base_url, events, subscribed, "unloaded"))
+    reader = threading.Thread(target=read_events, args=(base_url, events, subscribed, until))
     reader.start()
     assert subscribed.wait(60)
-    with httpx.Client(base_url=server.base_url, timeout=120) as c:
+    yield events
+    reader.join(60)
+    assert not reader.is_alive(), f"no {until} event: {events}"
+
+
+def test_load_events_stream_and_tokenize_loads_on_first_use(server: ServerProcess) -> None:
+    with following_events(server.base_url, ("unloaded", "other@1")) as events, \
+            httpx.Client(base_url=server.base_url, timeout=120) as c:
         r = c.post("/tokenize", json={"model": "other@1", "prompt": "hello world"})  # not loaded yet
         assert r.status_code == 200, r.text
         tokens = r.json()["tokens"]
@@ -137,7 +157,21 @@ def test_load_events_stream_and_tokenize_loads_on_first_use(server: ServerProces
         r = c.post("/detokenize", json={"model": "other@1", "tokens": tokens})
         assert r.status_code == 200 and r.json()["prompt"] == "hello world"
         assert c.post("/admin/models/other@1/unload").status_code == 200
-    reader.join(60)
-    assert not reader.is_alive()
     mine = [(e["event"], e["fraction"]) for e in events if e["ref"] == "other@1"]
     assert mine == [("loading", 0.0), ("ready", 1.0), ("unloaded", None)], events
+
+
+def test_admin_pull_reports_progress_events(server: ServerProcess, hub: tuple[Hub, str], tmp_path: Path) -> None:
+    state, _ = hub
+    data = tiny_gguf(tmp_path / "m.gguf")
+    state.files["org/tiny-GGUF/m.gguf"] = data
+    with following_events(server.base_url, ("pulled", "pulled@1")) as events, \
+            httpx.Client(base_url=server.base_url, timeout=120) as c:
+        r = c.post("/admin/models/pull", json={"spec": "org/tiny-GGUF:m.gguf", "name": "pulled"})
+        assert r.status_code == 200, r.text
+        assert r.json()["ref"] == "pulled@1" and r.json()["digest"] == hashlib.sha256(data).hexdigest()
+        bad = c.post("/admin/models/pull", json={"spec": "org/x:../../etc/passwd"})
+        assert bad.status_code == 400 and "file" in bad.json()["error"]["message"], bad.text  # nothing fetched
+    pulling = [e["fraction"] for e in events if e["event"] == "pulling" and e["ref"] == "org/tiny-GGUF:m.gguf"]
+    assert pulling and pulling == sorted(pulling) and pulling[-1] == 1.0, events
+    assert events[-1]["event"] == "pulled" and events[-1]["fraction"] == 1.0

@@ -4,6 +4,7 @@
     GET    /admin/catalog/events          Server-Sent Events: loading, ready, failed, unloaded, update steps
     GET    /admin/models/{ref}            one manifest (`name@tag` or `name`)
     POST   /admin/models/import           {"path", "name"?, "tag"?}: a GGUF file or HF folder on the server
+    POST   /admin/models/pull             {"spec", "revision"?, "sha256"?, "name"?, "tag"?}: from the hub
     DELETE /admin/models/{ref}            remove a version (not while an alias points at it)
     POST   /admin/models/{ref}/load       load and pin;  POST /admin/models/{ref}/unload
     GET    /admin/aliases                 every alias and its weighted targets
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -51,6 +53,15 @@ class ImportBody(BaseModel):
     path: str = Field(max_length=4096)
     name: str | None = None
     tag: str | None = None
+
+
+class PullBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    spec: str = Field(max_length=300)  # REPO or REPO:FILE, validated by catalog/pull.py
+    revision: str = Field("main", max_length=100)
+    sha256: str | None = Field(None, pattern=r"^[0-9a-fA-F]{64}$")
+    name: str | None = Field(None, max_length=100)
+    tag: str | None = Field(None, max_length=100)
 
 
 class TargetBody(BaseModel):
@@ -123,6 +134,29 @@ async def import_model(request: Request) -> dict[str, Any]:
         m = await asyncio.to_thread(catalog.store.import_path, body.path, body.name, body.tag)
     except _HANDLED as exc:
         raise _errors(exc) from None
+    return {"ref": m.ref, "digest": m.digest, "size": m.size}
+
+
+@router.post("/admin/models/pull")
+async def pull_model(request: Request) -> dict[str, Any]:
+    """Download from the hub (`hub_url`) into the store; progress as `pulling` events."""
+    from jongleur.catalog.events import pull_progress
+    from jongleur.catalog.pull import HubClient, pull
+
+    body = await parse_body(request, PullBody)
+    catalog = _catalog(request)
+    on_progress = pull_progress(catalog.events, body.spec, asyncio.get_running_loop())
+    hub = HubClient(request.app.state.settings.hub_url, token=os.environ.get("HF_TOKEN"), progress=False,
+                    on_progress=on_progress)
+    try:
+        m = await asyncio.to_thread(pull, catalog.store, body.spec, revision=body.revision, sha256=body.sha256,
+                                    name=body.name, tag=body.tag, hub=hub)
+    except _HANDLED as exc:
+        catalog.events.publish("failed", body.spec[:300], message=str(exc)[:500])
+        raise _errors(exc) from None
+    finally:
+        hub.client.close()
+    catalog.events.publish("pulled", m.ref, 1.0, f"{m.size} bytes from {body.spec}")
     return {"ref": m.ref, "digest": m.digest, "size": m.size}
 
 

@@ -62,12 +62,15 @@ def _expected(headers: httpx.Headers) -> tuple[str | None, str | None]:
 
 class HubClient:
     def __init__(self, base_url: str = DEFAULT_HUB, token: str | None = None, progress: bool = True,
-                 transport: httpx.BaseTransport | None = None) -> None:
+                 transport: httpx.BaseTransport | None = None,
+                 on_progress: Callable[[str, int, int], None] | None = None) -> None:
+        """`progress`: a bar on stderr (CLI); `on_progress(file, bytes so far, total or 0)` per block."""
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self.base = base_url.rstrip("/")
         self.client = httpx.Client(headers=headers, timeout=httpx.Timeout(30, read=120), follow_redirects=True,
                                    transport=transport)
         self.progress = progress
+        self.on_progress = on_progress
 
     def _offline(self, exc: Exception) -> PullError:
         return PullError(f"cannot reach {self.base} ({type(exc).__name__}): offline? Download the file "
@@ -109,11 +112,15 @@ class HubClient:
                         total=total or None, initial=have, unit="B", unit_scale=True, desc=f"pull {file}",
                         disable=not self.progress,
                     ) as bar:
+                        done = have
                         for block in resp.iter_bytes():  # as received: a cut keeps what arrived
                             out.write(block)
                             bar.update(len(block))
+                            done += len(block)
                             if on_chunk:
                                 on_chunk(len(block))
+                            if self.on_progress:
+                                self.on_progress(file, done, total)
         except httpx.TransportError as exc:
             if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout):
                 raise self._offline(exc) from None
