@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -108,6 +109,34 @@ def test_keep_alive_unloads_idle_real_engine(tmp_path: Path, tiny_qwen2_dir: Pat
         await asyncio.sleep(0.3)
         await mgr.sweep()
         assert loaded_refs(mgr) == ["b@1"]  # idle past keep-alive; b is pinned
+        await mgr.close()
+
+    asyncio.run(run())
+
+
+def test_per_model_keep_alive(tmp_path: Path, tiny_qwen2_dir: Path) -> None:
+    """A request's keep-alive: 0 unloads once its request ends, negative keeps, None is the default."""
+    async def run() -> None:
+        mgr = budget_manager(tmp_path, tiny_qwen2_dir, [], keep_alive_s=600)
+        a = await mgr.acquire(mgr.store.find("a@1"))
+        b = await mgr.acquire(mgr.store.find("b@1"))
+        expires = mgr.expires_at(a)
+        assert expires is not None and 590 < expires - time.time() <= 600
+        mgr.set_keep_alive("b@1", -1)
+        assert mgr.expires_at(b) is None
+        busy = await start_long_request(a)
+        mgr.set_keep_alive("a@1", 0)
+        await mgr.sweep()
+        assert loaded_refs(mgr) == ["a@1", "b@1"]  # 0, but its request is still running
+        assert await asyncio.wait_for(finish(busy), timeout=120) == LONG
+        await mgr.sweep()
+        assert loaded_refs(mgr) == ["b@1"]  # right after the request
+        mgr.config = dataclasses.replace(mgr.config, keep_alive_s=0)
+        await mgr.sweep()
+        assert loaded_refs(mgr) == ["b@1"]  # kept: its own keep-alive is negative
+        mgr.set_keep_alive("b@1", None)
+        await mgr.sweep()
+        assert loaded_refs(mgr) == []  # back to the manager's (now 0)
         await mgr.close()
 
     asyncio.run(run())
