@@ -24,7 +24,8 @@ from contextlib import contextmanager
 from typing import Any, ClassVar, Literal
 
 from sqlalchemy import Connection, create_engine, event, text
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from jongleur.rag.access import Caller
 from jongleur.rag.chunking import ChunkDraft
@@ -137,18 +138,18 @@ class PostgresRagStore(RagStore):
 
     @contextmanager
     def _tx(self) -> Iterator[_PgTx]:
+        """One transaction; an unreachable or failing server is a 503 (nothing half written: it rolls back)."""
         try:
             with self.engine.begin() as conn:
                 yield _PgTx(conn)
-        except DBAPIError as exc:
-            if exc.connection_invalidated or "could not connect" in str(exc.orig):
-                raise StoreError("the document database is unavailable", 503, "store_unavailable") from None
-            raise
+        except (OperationalError, InterfaceError, PoolTimeout) as exc:
+            log.warning("document database error: %s", str(getattr(exc, "orig", exc)).splitlines()[0])
+            raise StoreError("the document database is unavailable", 503, "store_unavailable") from None
 
     def _enable_pgvector(self) -> bool:
         try:
-            with self._tx() as tx:
-                tx.rows("CREATE EXTENSION IF NOT EXISTS vector", {})
+            with self.engine.begin() as conn:
+                conn.execute(text("CREATE EXTENSION IF NOT EXISTS vector"))
             return True
         except DBAPIError as exc:
             log.info("pgvector not available (%s)", str(exc.orig).splitlines()[0])

@@ -259,4 +259,5 @@ def open_rag_store(url: str | None, data_dir: str | Path) -> RagStore:
     if url.startswith(("postgresql:", "postgresql+psycopg:", "postgres:")):
         from jongleur.rag.pg_store import PostgresRagStore
         return PostgresRagStore(url)
-    raise ValueError("rag_database_url must be sqlite:///PATH or postgresql+psycopg://...")
+    raise StoreError("the document store is misconfigured: rag_database_url must be sqlite:///PATH or "
+                     "postgresql+psycopg://...", 503, "store_unavailable")

@@ -43,7 +43,11 @@ def rag_service(app: Any) -> RagService:
                 url = url.get_secret_value() if hasattr(url, "get_secret_value") else url
                 limits = RagLimits(max_document_bytes=getattr(settings, "rag_max_document_bytes",
                                                               RagLimits.max_document_bytes))
-                service = RagService(open_rag_store(url, settings.data_dir), embedder_lookup(app.state.registry), limits)
+                try:  # a store that cannot open now (database down) is a 503; the next request tries again
+                    store = open_rag_store(url, settings.data_dir)
+                except StoreError as exc:
+                    raise api_error(exc) from None
+                service = RagService(store, embedder_lookup(app.state.registry), limits)
                 app.state.rag = service
     return service
 
