@@ -83,6 +83,7 @@ visible AS (
 """
 
 VectorMode = Literal["auto", "exact"]
+HNSW_MAX_DIMS = 2000
 
 
 def glob_to_like(pattern: str) -> str:
@@ -159,10 +160,15 @@ class PostgresRagStore(RagStore):
         version = self._rows("SELECT extversion FROM pg_extension WHERE extname = 'vector'")[0][0]
         return tuple(int(p) for p in re.findall(r"\d+", version)[:3])
 
+    def _indexed(self, dims: int) -> bool:
+        """Whether vectors of this width are searched through HNSW (pgvector indexes at most 2,000 dims)."""
+        return self.pgvector and 0 < dims <= HNSW_MAX_DIMS
+
     def _hnsw_index(self, tx: _PgTx, dims: int) -> None:
         """One HNSW index per embedding width (partial, on the cast), made when the width first appears."""
         if dims in self._indexed_dims:
             return
+        tx.rows("SELECT pg_advisory_xact_lock(hashtext('jongleur_rag.hnsw'))", {})  # two first uploads: one builds
         tx.rows(f"CREATE INDEX IF NOT EXISTS chunks_hnsw_{dims} ON chunks USING hnsw "
                 f"((CAST(embedding AS vector({dims}))) vector_cosine_ops) WHERE dims = {dims}", {})
         self._indexed_dims.add(dims)
@@ -196,8 +202,8 @@ class PostgresRagStore(RagStore):
             values = [float(x) for x in vec]
             norm = math.sqrt(sum(x * x for x in values))
             rows.append(chunk_row(did, i, c, flag) | {"dims": len(values), "norm": norm, "embedding": values})
-        if self.pgvector:
-            for dims in {r["dims"] for r in rows}:
+        for dims in {r["dims"] for r in rows}:
+            if self._indexed(dims):
                 self._hnsw_index(tx, dims)
         tx.run_many('INSERT INTO chunks(did, ord, text, heading, page, start, "end", tokens, flag, dims, norm, '
                     "embedding) VALUES (:did, :ord, :text, :heading, :page, :start, :end, :tokens, :flag, :dims, "
@@ -207,7 +213,7 @@ class PostgresRagStore(RagStore):
         q = [float(x) for x in vector]
         dims = len(q)  # an int from len(): safe to inline, and it must be literal to match the index
         args = args | {"q": q, "k": k, "dims": dims}
-        if self.pgvector:
+        if self._indexed(dims):
             with self._tx() as tx:
                 self._hnsw_settings(tx, k)
                 return [r[0] for r in tx.rows(self.hnsw_query(dims), args)]
