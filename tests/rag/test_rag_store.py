@@ -151,6 +151,7 @@ async def test_pgvector_search_runs_on_the_hnsw_index(service: RagService, tmp_p
     args = store._access(BOB, ["kb"]) | {"q": [float(x) for x in vector], "k": 5}
     with store._tx() as tx:
         store._hnsw_settings(tx, 5)
+        tx.rows("SET LOCAL enable_seqscan = off", {})  # a 20-row table: ask whether the index *can* serve the query
         plan = "\n".join(r[0] for r in tx.rows("EXPLAIN " + store.hnsw_query(len(vector)), args))
     assert "chunks_hnsw_384" in plan, plan
     assert {h.doc_id for h in service.search_sync(BOB, ["kb"], "paid holiday", k=3)} <= {
