@@ -9,6 +9,7 @@
  */
 #include <immintrin.h>
 #include <stdint.h>
+#include <stdlib.h>
 
 #define QK 32
 #ifndef PREFETCH
@@ -94,6 +95,58 @@ static const tile_fn PAIR_TILES[2][4] = {
     {tile_1_2, tile_2_2, tile_3_2, tile_4_2},
 };
 
+/* Two columns of fp32 weights (dequantized once into a per-thread buffer, [2][K]) x MT rows:
+ * with five or more rows this beats dequantizing inside every row tile. */
+#define FTILE(MT)                                                                             \
+    static void ftile_##MT(const float *x, long ldx, const float *w, long K, float *y, long ldy, \
+                           const float *bias, int nt) {                                       \
+        __m256 acc[MT][2];                                                                    \
+        for (int m = 0; m < MT; m++) acc[m][0] = acc[m][1] = _mm256_setzero_ps();             \
+        for (long k = 0; k < K; k += 8) {                                                     \
+            const __m256 w0 = _mm256_load_ps(w + k), w1 = _mm256_load_ps(w + K + k);          \
+            for (int m = 0; m < MT; m++) {                                                    \
+                const __m256 xv = _mm256_loadu_ps(x + m * ldx + k);                           \
+                acc[m][0] = _mm256_fmadd_ps(xv, w0, acc[m][0]);                               \
+                acc[m][1] = _mm256_fmadd_ps(xv, w1, acc[m][1]);                               \
+            }                                                                                 \
+        }                                                                                     \
+        for (int m = 0; m < MT; m++)                                                          \
+            for (int n = 0; n < nt; n++) y[m * ldy + n] = hsum(acc[m][n]) + (bias ? bias[n] : 0.0f); \
+    }
+
+FTILE(1) FTILE(2) FTILE(3) FTILE(4) FTILE(5) FTILE(6)
+
+typedef void (*ftile_fn)(const float *, long, const float *, long, float *, long, const float *, int);
+static const ftile_fn FTILES[6] = {ftile_1, ftile_2, ftile_3, ftile_4, ftile_5, ftile_6};
+
+static void dequant_row(const int8_t *q, const float *s, long K, float *out) {
+    for (long b = 0; b < K / QK; b++) {
+        const __m256 sc = _mm256_broadcast_ss(s + b);
+        for (int j = 0; j < QK; j += 8) _mm256_store_ps(out + b * QK + j, dequant8(q + b * QK + j, sc));
+    }
+}
+
+static void q8_linear_many_rows(const float *x, long M, long K, long ldx, const int8_t *w, const float *scales,
+                                long N, const float *bias, float *y, long ldy, int nthreads) {
+    const long nb = K / QK, pairs = (N + 1) / 2;
+#pragma omp parallel num_threads(nthreads)
+    {
+        float *buf = aligned_alloc(32, 2 * K * sizeof(float));
+        for (long k = 0; k < K; k++) buf[K + k] = 0.0f;  /* the missing column of an odd N */
+#pragma omp for schedule(static)
+        for (long p = 0; p < pairs; p++) {
+            const long n = 2 * p;
+            const int nt = (n + 1 < N) ? 2 : 1;
+            for (int c = 0; c < nt; c++) dequant_row(w + (n + c) * K, scales + (n + c) * nb, K, buf + c * K);
+            for (long m = 0; m < M; m += 6) {
+                const int mt = (M - m) < 6 ? (int)(M - m) : 6;
+                FTILES[mt - 1](x + m * ldx, ldx, buf, K, y + m * ldy + n, ldy, bias ? bias + n : 0, nt);
+            }
+        }
+        free(buf);
+    }
+}
+
 /* x [M, K] (row stride ldx), w [N, K] int8, scales [N, K/32], bias [N] or NULL, y [M, N] (row stride ldy).
  * K must be a multiple of 32; nthreads as torch's (the caller's) setting. One row (decode of one sequence) takes columns four at a time. */
 void q8_linear(const float *x, long M, long K, long ldx, const int8_t *w, const float *scales, long N,
@@ -106,6 +159,10 @@ void q8_linear(const float *x, long M, long K, long ldx, const int8_t *w, const 
             tile_1_4(x, ldx, w + 4 * p * K, scales + 4 * p * nb, K, y + 4 * p, ldy, bias ? bias + 4 * p : 0);
         for (long n = 4 * quads; n < N; n++)
             tile_1_1(x, ldx, w + n * K, scales + n * nb, K, y + n, ldy, bias ? bias + n : 0);
+        return;
+    }
+    if (M > 4) {
+        q8_linear_many_rows(x, M, K, ldx, w, scales, N, bias, y, ldy, nthreads);
         return;
     }
     const long pairs = (N + 1) / 2;
