@@ -39,8 +39,10 @@ def test_kernel_matches_dense_matmul(m, n):
     x = torch.randn(m, k)
     bias = torch.randn(n)
     dense = w.dequantize()
-    torch.testing.assert_close(q8_linear(x, w), F.linear(x, dense), rtol=1e-5, atol=1e-4)
-    torch.testing.assert_close(q8_linear(x, w, bias), F.linear(x, dense, bias), rtol=1e-5, atol=1e-4)
+    # one row runs on int16 activations (blocks of 32, absmax / 32767): relative error ~1e-5 of the block
+    tol = {"rtol": 1e-4, "atol": 1e-3} if m == 1 else {"rtol": 1e-5, "atol": 1e-4}
+    torch.testing.assert_close(q8_linear(x, w), F.linear(x, dense), **tol)
+    torch.testing.assert_close(q8_linear(x, w, bias), F.linear(x, dense, bias), **tol)
 
 
 def test_kernel_takes_strided_rows_and_leading_dims():
@@ -49,6 +51,7 @@ def test_kernel_takes_strided_rows_and_leading_dims():
     wide = torch.randn(6, 100)
     x = wide[:, 10:74]  # rows with a stride of 100
     torch.testing.assert_close(q8_linear(x, w), F.linear(x, w.dequantize()), rtol=1e-5, atol=1e-4)
+    torch.testing.assert_close(q8_linear(x[:1], w), F.linear(x[:1], w.dequantize()), rtol=1e-4, atol=1e-3)
     x3 = torch.randn(2, 3, 64)
     assert q8_linear(x3, w).shape == (2, 3, 12)
     assert q8_linear(torch.empty(0, 64), w).shape == (0, 12)

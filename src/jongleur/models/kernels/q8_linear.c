@@ -13,7 +13,9 @@
 
 #define QK 32
 #ifndef PREFETCH
-#define PREFETCH 0 /* bytes ahead in each weight row to prefetch (0: leave it to the hardware) */
+/* Bytes ahead of the weight being read to prefetch: one core's hardware prefetcher leaves DRAM
+ * idle between streams (measured in the engine, 1-row decode of Qwen2.5-0.5B: ~105 -> ~75 ms a step). */
+#define PREFETCH 4096
 #endif
 
 static inline float hsum(__m256 v) {
@@ -46,6 +48,8 @@ static inline __m256 dequant8(const int8_t *q, __m256 scale) {
                 const long k = b * QK + 8 * j;                                                \
                 const int a = j % NA;                                                         \
                 __m256 wv[NT];                                                                \
+                if (j == 0)                                                                   \
+                    for (int n = 0; n < NT; n++) _mm_prefetch((const char *)(w + n * K + k + PREFETCH), _MM_HINT_T0); \
                 for (int n = 0; n < NT; n++) wv[n] = dequant8(w + n * K + k, sc[n]);          \
                 for (int m = 0; m < MT; m++) {                                                \
                     __m256 xv = _mm256_loadu_ps(x + m * ldx + k);                             \
@@ -62,28 +66,44 @@ static inline __m256 dequant8(const int8_t *q, __m256 scale) {
             }                                                                                 \
     }
 
-/* One row, four columns: products of raw int8 values are summed per block, then scaled once. */
-static void tile_1_4(const float *x, long ldx, const int8_t *w, const float *s, long K, float *y, long ldy,
-                     const float *bias) {
-    (void)ldx;
-    (void)ldy;
+/* One row as int16 blocks (xq, one scale per 32 in xs; |error| <= absmax / 65534, far below the
+ * weights' own rounding), four columns: int8 x int16 products summed exactly in int32 by
+ * vpmaddwd (16 multiply-adds per instruction), then one fp32 FMA per block. About half the
+ * instructions of converting every weight to fp32, which is what bounds one-row decode here. */
+static void tile_1_4_i16(const int16_t *xq, const float *xs, const int8_t *w, const float *s, long K, float *y,
+                         const float *bias) {
     __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
     const long nb = K / QK;
     for (long b = 0; b < nb; b++) {
-        const float *xb = x + b * QK;
-        const __m256 x0 = _mm256_loadu_ps(xb), x1 = _mm256_loadu_ps(xb + 8);
-        const __m256 x2 = _mm256_loadu_ps(xb + 16), x3 = _mm256_loadu_ps(xb + 24);
+        const __m256i xlo = _mm256_loadu_si256((const __m256i *)(xq + b * QK));
+        const __m256i xhi = _mm256_loadu_si256((const __m256i *)(xq + b * QK + 16));
         for (int n = 0; n < 4; n++) {
-            const int8_t *q = w + n * K + b * QK;
-            if (PREFETCH && !(b & 1)) _mm_prefetch((const char *)(q + PREFETCH), _MM_HINT_T0);  /* a line per 2 blocks */
-            __m256 p0 = _mm256_mul_ps(x0, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)q))));
-            __m256 p1 = _mm256_mul_ps(x1, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(q + 8)))));
-            p0 = _mm256_fmadd_ps(x2, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(q + 16)))), p0);
-            p1 = _mm256_fmadd_ps(x3, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(q + 24)))), p1);
-            acc[n] = _mm256_fmadd_ps(_mm256_add_ps(p0, p1), _mm256_broadcast_ss(s + n * nb + b), acc[n]);
+            if (!(b & 1)) _mm_prefetch((const char *)(w + n * K + b * QK + PREFETCH), _MM_HINT_T0);
+            const __m256i w32 = _mm256_loadu_si256((const __m256i *)(w + n * K + b * QK));
+            const __m256i wlo = _mm256_cvtepi8_epi16(_mm256_castsi256_si128(w32));
+            const __m256i whi = _mm256_cvtepi8_epi16(_mm256_extracti128_si256(w32, 1));
+            const __m256i dot = _mm256_add_epi32(_mm256_madd_epi16(wlo, xlo), _mm256_madd_epi16(whi, xhi));
+            acc[n] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), _mm256_set1_ps(s[n * nb + b] * xs[b]), acc[n]);
         }
     }
     for (int n = 0; n < 4; n++) y[n] = hsum(acc[n]) + (bias ? bias[n] : 0.0f);
+}
+
+/* x [K] -> int16 blocks of 32 with one fp32 scale each (absmax / 32767). */
+static void quantize_row_i16(const float *x, long K, int16_t *xq, float *xs) {
+    for (long b = 0; b < K / QK; b++) {
+        float amax = 0.0f;
+        for (int i = 0; i < QK; i++) {
+            const float a = x[b * QK + i] < 0 ? -x[b * QK + i] : x[b * QK + i];
+            amax = a > amax ? a : amax;
+        }
+        const float d = amax / 32767.0f, inv = d > 0 ? 1.0f / d : 0.0f;
+        xs[b] = d;
+        for (int i = 0; i < QK; i++) {
+            const float v = x[b * QK + i] * inv;
+            xq[b * QK + i] = (int16_t)(v < 0 ? (int)(v - 0.5f) : (int)(v + 0.5f));
+        }
+    }
 }
 
 TILE(1, 1, 2) TILE(1, 2, 2) TILE(2, 2, 2) TILE(3, 2, 1) TILE(4, 2, 1) TILE(2, 1, 2)
@@ -121,6 +141,7 @@ static const ftile_fn FTILES[6] = {ftile_1, ftile_2, ftile_3, ftile_4, ftile_5, 
 
 static void dequant_row(const int8_t *q, const float *s, long K, float *out) {
     for (long b = 0; b < K / QK; b++) {
+        if (!(b & 1)) _mm_prefetch((const char *)(q + b * QK + PREFETCH), _MM_HINT_T0);
         const __m256 sc = _mm256_broadcast_ss(s + b);
         for (int j = 0; j < QK; j += 8) _mm256_store_ps(out + b * QK + j, dequant8(q + b * QK + j, sc));
     }
@@ -154,9 +175,14 @@ void q8_linear(const float *x, long M, long K, long ldx, const int8_t *w, const 
     const long nb = K / QK;
     if (M == 1) {
         const long quads = N / 4;
+        int16_t *xq = aligned_alloc(32, K * sizeof(int16_t));
+        float *xs = malloc(nb * sizeof(float));
+        quantize_row_i16(x, K, xq, xs);
 #pragma omp parallel for schedule(static) num_threads(nthreads)
         for (long p = 0; p < quads; p++)
-            tile_1_4(x, ldx, w + 4 * p * K, scales + 4 * p * nb, K, y + 4 * p, ldy, bias ? bias + 4 * p : 0);
+            tile_1_4_i16(xq, xs, w + 4 * p * K, scales + 4 * p * nb, K, y + 4 * p, bias ? bias + 4 * p : 0);
+        free(xq);
+        free(xs);
         for (long n = 4 * quads; n < N; n++)
             tile_1_1(x, ldx, w + n * K, scales + n * nb, K, y + n, ldy, bias ? bias + n : 0);
         return;
