@@ -162,6 +162,12 @@ def quantize_model(model: torch.nn.Module) -> int:
         convert = getattr(module, "quantize_weights", None)
         if convert is not None:
             convert(quantize)
+    with torch.no_grad():
+        # What stays dense (embedding, norms, biases) may still be views of the memory-mapped weight
+        # cache, which keeps the whole file mapped and its read pages resident: own them instead.
+        for param in model.parameters():
+            if param.numel():
+                param.data = param.data.clone()
     for module in model.modules():
         for value in vars(module).values():
             weights = value if isinstance(value, tuple) else (value,)
