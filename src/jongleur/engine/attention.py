@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
+from jongleur.models.cpu_kernels import kernels_available, load_kernels
+
 
 @dataclass
 class PrefillSpan:
@@ -118,6 +120,8 @@ def _decode_attention(
 ) -> torch.Tensor:  # [D, H, hd]
     d, num_heads, head_dim = q.shape
     num_kv_heads = k_cache.shape[1]
+    if q.device.type == "cpu" and q.dtype == k_cache.dtype == torch.float32 and kernels_available():
+        return _decode_attention_cpu_kernel(q, k_cache, v_cache, meta, scale, sliding_window)
     bs = meta.block_size
     blocks = meta.decode_block_tables
     lmax = blocks.shape[1] * bs
@@ -137,6 +141,26 @@ def _decode_attention(
         enable_gqa=num_heads != num_kv_heads,
     )
     return out.squeeze(2).reshape(d, num_heads, head_dim)
+
+
+def _decode_attention_cpu_kernel(
+    q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, meta: AttentionMetadata, scale: float,
+    sliding_window: int | None,
+) -> torch.Tensor:
+    """The same attention in C (`models/kernels/paged_attention.c`): keys and values read in place
+    through the block table, one task per (sequence, KV head). At 16 sequences it measured several
+    times faster than the gather + SDPA path, whose cost was the copies and the mask."""
+    d, num_heads, head_dim = q.shape
+    q = q.contiguous()
+    out = torch.empty_like(q)
+    tables = meta.decode_block_tables.contiguous()
+    lens, positions = meta.decode_context_lens.contiguous(), meta.decode_positions.contiguous()
+    load_kernels().paged_decode_attention(
+        q.data_ptr(), k_cache.data_ptr(), v_cache.data_ptr(), tables.data_ptr(), tables.shape[1], lens.data_ptr(),
+        positions.data_ptr(), d, num_heads, k_cache.shape[1], head_dim, meta.block_size, scale,
+        sliding_window or 0, out.data_ptr(), torch.get_num_threads(),
+    )
+    return out
 
 
 def paged_attention(

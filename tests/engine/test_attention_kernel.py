@@ -1,0 +1,36 @@
+"""The C decode attention against the gather + SDPA path on the same paged cache."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+import torch
+
+from jongleur.engine import attention
+from jongleur.engine.attention import build_attention_metadata
+from jongleur.models.cpu_kernels import kernels_available
+
+pytestmark = pytest.mark.skipif(not kernels_available(), reason="CPU kernels need AVX2+FMA and a C compiler")
+
+
+@pytest.mark.parametrize(("heads", "kv_heads", "head_dim", "window"), [(14, 2, 64, None), (4, 1, 256, 5), (8, 8, 40, None)])
+def test_kernel_matches_sdpa(monkeypatch, heads, kv_heads, head_dim, window):
+    rng = random.Random(heads * 100 + head_dim)
+    torch.manual_seed(heads)
+    block_size, num_blocks = 4, 64
+    k_cache = torch.randn(num_blocks * block_size, kv_heads, head_dim)
+    v_cache = torch.randn(num_blocks * block_size, kv_heads, head_dim)
+    free = list(range(num_blocks))
+    rng.shuffle(free)
+    spans = []
+    for length in (1, 3, 4, 5, 17, 30):  # tokens already computed; one new token each
+        blocks = [free.pop() for _ in range((length + 1 + block_size - 1) // block_size)]
+        spans.append((blocks, length, 1))
+    meta = build_attention_metadata(spans, block_size, torch.device("cpu"))
+    q = torch.randn(len(spans), heads, head_dim)
+    scale = head_dim**-0.5
+    ours = attention._decode_attention(q, k_cache, v_cache, meta, scale, window)
+    monkeypatch.setattr(attention, "kernels_available", lambda: False)
+    reference = attention._decode_attention(q, k_cache, v_cache, meta, scale, window)
+    torch.testing.assert_close(ours, reference, rtol=1e-4, atol=1e-5)
