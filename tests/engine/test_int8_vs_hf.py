@@ -11,14 +11,20 @@ import random
 
 import pytest
 import torch
-from test_engine_vs_hf import NEW_TOKENS, check_against_reference, greedy_request, hf_greedy, run_all
+from test_engine_vs_hf import (
+    NEW_TOKENS,
+    check_against_reference,
+    greedy_request,
+    hf_greedy,
+    make_core,
+    run_all,
+)
 
-from jongleur.engine.config import EngineConfig
-from jongleur.engine.core import EngineCore, resolve_dtype
-from jongleur.models.loader import load_model
-from jongleur.models.q8 import q8_available, quantize
+from jongleur.engine.core import resolve_dtype
+from jongleur.models.cpu_kernels import kernels_available
+from jongleur.models.q8 import quantize
 
-pytestmark = pytest.mark.skipif(not q8_available(), reason="int8 kernel needs AVX2+FMA and a C compiler")
+pytestmark = pytest.mark.skipif(not kernels_available(), reason="int8 kernel needs AVX2+FMA and a C compiler")
 
 
 def int8_reference(model_dir):
@@ -43,15 +49,9 @@ def int8_case(request, tiny_qwen2_dir, tiny_gemma3_dir):
     return model_dir, prompts, [hf_greedy(hf, p, NEW_TOKENS) for p in prompts]
 
 
-def make_int8_core(model_dir, **overrides) -> EngineCore:
-    loaded = load_model(model_dir, dtype=torch.float32)
-    config = EngineConfig(**{"num_blocks": 256, "block_size": 4, "dtype": "int8", **overrides})
-    return EngineCore(loaded.model, config, eos_token_ids=loaded.config.eos_token_ids)
-
-
 def test_int8_alone_and_batched_match_reference(int8_case):
     model_dir, prompts, refs = int8_case
-    core = make_int8_core(model_dir, max_num_batched_tokens=64)
+    core = make_core(model_dir, dtype="int8", max_num_batched_tokens=64)
     assert core.runner.model.model.layers[0].mlp.q8 is not None  # really running int8
     alone = run_all(core, [greedy_request("r0", prompts[0])])
     check_against_reference(alone, {0: refs[0]})
@@ -61,7 +61,7 @@ def test_int8_alone_and_batched_match_reference(int8_case):
 
 def test_int8_after_preemption_matches_reference(int8_case):
     model_dir, prompts, refs = int8_case
-    core = make_int8_core(model_dir, num_blocks=40, max_num_batched_tokens=32)
+    core = make_core(model_dir, dtype="int8", num_blocks=40, max_num_batched_tokens=32)
     result = run_all(core, [greedy_request(f"r{i}", p) for i, p in enumerate(prompts)])
     assert core.stats().preempted_total > 0
     check_against_reference(result, dict(enumerate(refs)))

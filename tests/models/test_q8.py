@@ -6,9 +6,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from jongleur.models.q8 import BLOCK, Q8Weight, q8_available, q8_linear, quantize
+from jongleur.models.cpu_kernels import kernels_available
+from jongleur.models.q8 import BLOCK, Q8Weight, q8_linear, quantize
 
-pytestmark = pytest.mark.skipif(not q8_available(), reason="int8 kernel needs AVX2+FMA and a C compiler")
+pytestmark = pytest.mark.skipif(not kernels_available(), reason="int8 kernel needs AVX2+FMA and a C compiler")
 
 
 def test_quantize_rounds_each_block_to_absmax_over_127():

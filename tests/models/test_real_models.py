@@ -147,9 +147,10 @@ def test_int8_mode_stays_close_to_fp32_transformers(model, pieces, min_agree, at
     """The `int8` weight mode rounds each weight once more (blocks of 32, absmax / 127): teacher-forced
     on the fp32 reference, its greedy choice agrees at (nearly) every step and logprobs stay close.
     Measured: Qwen 32/32 (max |dlogprob| 0.015), Gemma 31/32 (one near-tie; 0.26)."""
-    from jongleur.models.q8 import q8_available, quantize_model
+    from jongleur.models.cpu_kernels import kernels_available
+    from jongleur.models.q8 import quantize_model
 
-    if not q8_available():
+    if not kernels_available():
         pytest.skip("int8 kernel needs AVX2+FMA and a C compiler")
     path = bundled.qwen_gguf() if model == "qwen" else bundled.gemma_gguf()
     loaded = load_model(path, dtype=torch.float32)

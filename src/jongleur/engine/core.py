@@ -44,9 +44,9 @@ def resolve_weight_mode(name: str, device: torch.device) -> str:
 
     dtype = select_dtype(device)
     if dtype == torch.float32 and device.type == "cpu":
-        from jongleur.models.q8 import q8_available
+        from jongleur.models.cpu_kernels import kernels_available
 
-        if q8_available():
+        if kernels_available():
             return "int8"
     return str(dtype).removeprefix("torch.")
 

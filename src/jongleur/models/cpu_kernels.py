@@ -75,6 +75,8 @@ def _open() -> ctypes.CDLL:
 def load_kernels() -> ctypes.CDLL:
     """The kernels library, built on first use. Raises `KernelsUnavailableError` (remembered)."""
     global _lib, _error
+    if _lib is not None:  # asked per layer per step: no lock once loaded
+        return _lib
     with _lock:
         if _lib is not None:
             return _lib

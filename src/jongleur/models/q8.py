@@ -13,9 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
-from jongleur.models.cpu_kernels import KernelsUnavailableError, kernels_available, load_kernels
-
-Q8UnavailableError = KernelsUnavailableError  # the int8 mode needs these kernels
+from jongleur.models.cpu_kernels import load_kernels
 
 BLOCK = 32
 
@@ -38,9 +36,6 @@ class Q8Weight:
     def dequantize(self) -> torch.Tensor:
         n, k = self.shape
         return (self.qweight.float().view(n, k // BLOCK, BLOCK) * self.scales[:, :, None]).view(n, k)
-
-
-q8_available = kernels_available
 
 
 def quantize(weight: torch.Tensor) -> Q8Weight:
@@ -77,17 +72,12 @@ def q8_linear(x: torch.Tensor, weight: Q8Weight, bias: torch.Tensor | None = Non
     return y.view(*lead, n)
 
 
-def quantize_model(model: torch.nn.Module) -> int:
+def quantize_model(model: torch.nn.Module) -> None:
     """Turn every linear of a loaded model (and its LM head) into int8 blocks, in place.
 
     Modules that know how (`quantize_weights(quantize)`: fused QKV, fused gate/up, plain linears,
-    the tied head) convert themselves and drop their dense weights. Returns the int8 bytes held.
+    the tied head) fuse and convert themselves and drop their dense weights.
     """
-    for module in list(model.modules()):
-        fuse = getattr(module, "fuse_projections", None)
-        if fuse is not None:
-            fuse()
-    total = 0
     for module in list(model.modules()):  # parents first: fused owners before their linears
         convert = getattr(module, "quantize_weights", None)
         if convert is not None:
@@ -98,8 +88,3 @@ def quantize_model(model: torch.nn.Module) -> int:
         for param in model.parameters():
             if param.numel():
                 param.data = param.data.clone()
-    for module in model.modules():
-        for value in vars(module).values():
-            weights = value if isinstance(value, tuple) else (value,)
-            total += sum(w.nbytes for w in weights if isinstance(w, Q8Weight))
-    return total
