@@ -94,3 +94,13 @@ def make_tiny_model_dir(path: Path, arch: str = "llama", seed: int = 0, max_posi
     )
     (path / "special_tokens_map.json").write_text(json.dumps({"eos_token": "<|im_end|>", "pad_token": "<|endoftext|>"}))
     return path
+
+
+def gguf_round_trip(w: torch.Tensor, kind=None) -> torch.Tensor:
+    """What the loader hands over for a tensor a GGUF stores as `kind` (default Q5_0): gguf's own dequantization."""
+    import numpy as np
+    from gguf import GGMLQuantizationType, quants
+
+    kind = GGMLQuantizationType.Q5_0 if kind is None else kind
+    data = quants.quantize(w.numpy().astype(np.float32), kind)
+    return torch.from_numpy(np.ascontiguousarray(quants.dequantize(data, kind))).float().reshape(w.shape)

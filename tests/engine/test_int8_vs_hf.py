@@ -52,7 +52,7 @@ def int8_case(request, tiny_qwen2_dir, tiny_gemma3_dir):
 def test_int8_alone_and_batched_match_reference(int8_case):
     model_dir, prompts, refs = int8_case
     core = make_core(model_dir, dtype="int8", max_num_batched_tokens=64)
-    assert core.runner.model.model.layers[0].mlp.q8 is not None  # really running int8
+    assert core.runner.model.model.layers[0].mlp.quantized is not None  # really running int8
     alone = run_all(core, [greedy_request("r0", prompts[0])])
     check_against_reference(alone, {0: refs[0]})
     batched = run_all(core, [greedy_request(f"r{i}", p) for i, p in enumerate(prompts)])
@@ -65,6 +65,45 @@ def test_int8_after_preemption_matches_reference(int8_case):
     result = run_all(core, [greedy_request(f"r{i}", p) for i, p in enumerate(prompts)])
     assert core.stats().preempted_total > 0
     check_against_reference(result, dict(enumerate(refs)))
+
+
+@pytest.fixture(scope="module")
+def q5_model_dir(tmp_path_factory, tiny_qwen2_dir):
+    """The tiny Qwen2 with every matrix (the tied embedding too) rounded through GGUF's Q5_0, as a
+    Q5_0 GGUF's tensors reach the engine: int8 mode keeps them all as Q5_0 blocks, adding no rounding."""
+    import shutil
+
+    import transformers
+    from tiny_model import gguf_round_trip
+
+    out = tmp_path_factory.mktemp("tiny-qwen2-q5")
+    hf = transformers.AutoModelForCausalLM.from_pretrained(tiny_qwen2_dir, torch_dtype=torch.float32)
+    with torch.no_grad():
+        for param in hf.parameters():
+            if param.dim() == 2:
+                param.copy_(gguf_round_trip(param.detach()))
+    hf.save_pretrained(out, safe_serialization=True)
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        shutil.copy(tiny_qwen2_dir / name, out / name)
+    return out
+
+
+def test_q5_0_weights_run_as_q5_and_match_reference(q5_model_dir):
+    import transformers
+
+    from jongleur.models.q5 import Q5Weight
+
+    hf = transformers.AutoModelForCausalLM.from_pretrained(q5_model_dir, torch_dtype=torch.float32).eval()
+    rng = random.Random(5)
+    prompts = [[rng.randrange(3, hf.config.vocab_size) for _ in range(rng.randrange(1, 40))] for _ in range(8)]
+    refs = {i: hf_greedy(hf, p, NEW_TOKENS) for i, p in enumerate(prompts)}
+    core = make_core(q5_model_dir, dtype="int8", max_num_batched_tokens=64)
+    model = core.runner.model
+    assert isinstance(model.model.layers[0].mlp.quantized, Q5Weight)
+    assert isinstance(model.model.layers[0].self_attn.quantized_qkv[0], Q5Weight)
+    assert isinstance(model.quantized_head, Q5Weight)
+    check_against_reference(run_all(core, [greedy_request("r0", prompts[0])]), {0: refs[0]})
+    check_against_reference(run_all(core, [greedy_request(f"r{i}", p) for i, p in enumerate(prompts)]), refs)
 
 
 def test_int8_is_refused_on_cuda_with_a_clear_error():

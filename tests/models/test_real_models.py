@@ -148,7 +148,7 @@ def test_int8_mode_stays_close_to_fp32_transformers(model, pieces, min_agree, at
     on the fp32 reference, its greedy choice agrees at (nearly) every step and logprobs stay close.
     Measured: Qwen 32/32 (max |dlogprob| 0.015), Gemma 31/32 (one near-tie; 0.26)."""
     from jongleur.models.cpu_kernels import kernels_available
-    from jongleur.models.q8 import quantize_model
+    from jongleur.models.quantize import quantize_model
 
     if not kernels_available():
         pytest.skip("int8 kernel needs AVX2+FMA and a C compiler")

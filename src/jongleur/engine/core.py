@@ -79,7 +79,7 @@ class EngineCore:
         param = next(model.parameters())  # type: ignore[attr-defined]
         self.weight_mode = resolve_weight_mode(config.dtype, device)
         if self.weight_mode == "int8":
-            from jongleur.models.q8 import quantize_model
+            from jongleur.models.quantize import quantize_model
 
             quantize_model(model)  # type: ignore[arg-type]
         kv_dtype = kv_dtype or (param.dtype if param.is_floating_point() else torch.float32)

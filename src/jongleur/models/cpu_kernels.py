@@ -22,7 +22,9 @@ from jongleur.models.cpu import cpu_flags
 
 log = logging.getLogger(__name__)
 
-_SOURCES = [Path(__file__).parent / "kernels" / name for name in ("q8_linear.c", "paged_attention.c")]
+_KERNELS = Path(__file__).parent / "kernels"
+_SOURCES = [_KERNELS / name for name in ("q8_linear.c", "q5_linear.c", "paged_attention.c", "fused_ops.c")]
+_HEADERS = [_KERNELS / "common.h", _KERNELS / "vec_math.h"]
 _FLAGS = ["-O3", "-mavx2", "-mfma", "-fopenmp", "-shared", "-fPIC"]
 _lock = threading.Lock()
 _lib: ctypes.CDLL | None = None
@@ -32,9 +34,18 @@ _PTR, _LONG, _INT, _FLOAT = ctypes.c_void_p, ctypes.c_long, ctypes.c_int, ctypes
 _SIGNATURES = {
     "q8_linear": [_PTR, _LONG, _LONG, _LONG, _PTR, _PTR, _LONG, _PTR, _PTR, _LONG, _INT],
     "q8_quantize": [_PTR, _LONG, _LONG, _PTR, _PTR],
+    "q5_linear": [_PTR, _LONG, _LONG, _LONG, _PTR, _LONG, _PTR, _PTR, _LONG, _INT],
+    "q5_quantize": [_PTR, _LONG, _LONG, _PTR],
+    "q5_dequantize": [_PTR, _LONG, _LONG, _PTR],
     "paged_decode_attention": [_PTR, _PTR, _PTR, _PTR, _LONG, _PTR, _PTR, _LONG, _LONG, _LONG, _LONG, _LONG,
                                _FLOAT, _LONG, _PTR, _INT],
+    "rmsnorm": [_PTR, _LONG, _PTR, _LONG, _PTR, _PTR, _LONG, _LONG, _LONG, _FLOAT, _INT, _INT],
+    "rope_neox": [_PTR, _LONG, _LONG, _LONG, _LONG, _PTR, _PTR, _INT],
+    "gated_activation": [_PTR, _LONG, _LONG, _LONG, _PTR, _LONG, _INT, _INT],
 }
+
+
+_RETURNS = {"q5_quantize": _LONG}
 
 
 class KernelsUnavailableError(RuntimeError):
@@ -60,7 +71,7 @@ def _open() -> ctypes.CDLL:
         raise KernelsUnavailableError("the CPU kernels need an x86-64 CPU with AVX2 and FMA")
     from jongleur.models.weight_cache import default_cache_dir
 
-    digest = hashlib.sha256(b"".join(p.read_bytes() for p in _SOURCES) + " ".join(_FLAGS).encode())
+    digest = hashlib.sha256(b"".join(p.read_bytes() for p in _SOURCES + _HEADERS) + " ".join(_FLAGS).encode())
     target = default_cache_dir() / "kernels" / f"jongleur-cpu-{digest.hexdigest()[:16]}.so"
     if not target.exists():
         log.info("building the CPU kernels (once) into %s", target)
@@ -68,7 +79,7 @@ def _open() -> ctypes.CDLL:
     lib = ctypes.CDLL(str(target))
     for name, argtypes in _SIGNATURES.items():
         fn = getattr(lib, name)
-        fn.argtypes, fn.restype = argtypes, None
+        fn.argtypes, fn.restype = argtypes, _RETURNS.get(name)
     return lib
 
 

@@ -17,11 +17,11 @@ from jongleur.models.layers import (
     GatedMLP,
     RMSNorm,
     RotaryEmbedding,
+    Weight,
     linear,
     rope_inverse_frequencies,
 )
 from jongleur.models.llama import Attention, KVCache
-from jongleur.models.q8 import Q8Weight
 
 
 class Gemma3DecoderLayer(nn.Module):
@@ -71,7 +71,7 @@ class Gemma3ForCausalLM(nn.Module):
         self.local_rotary = RotaryEmbedding(rope_inverse_frequencies(config.head_dim, local_theta, None))
         self.embed_scale = config.hidden_size**0.5
         self.final_softcap: float | None = config.extra.get("final_logit_softcapping")
-        self.head_q8: Q8Weight | None = None  # the tied head as int8; the embedding stays dense
+        self.quantized_head: Weight | None = None  # the tied head as int8 blocks; the embedding stays dense
 
     def forward(
         self,
@@ -90,11 +90,11 @@ class Gemma3ForCausalLM(nn.Module):
         return self.model.norm(x)
 
     def quantize_weights(self, quantize) -> None:
-        if self.head_q8 is None:
-            self.head_q8 = quantize(self.model.embed_tokens.weight)
+        if self.quantized_head is None:
+            self.quantized_head = quantize(self.model.embed_tokens.weight)
 
     def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:  # [N, hidden] -> [N, vocab] float32
-        weight = self.head_q8 if self.head_q8 is not None else self.model.embed_tokens.weight
+        weight = self.quantized_head if self.quantized_head is not None else self.model.embed_tokens.weight
         logits = linear(hidden, weight).float()
         if self.final_softcap is not None:
             logits = torch.tanh(logits / self.final_softcap) * self.final_softcap

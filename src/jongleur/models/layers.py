@@ -13,14 +13,19 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from jongleur.models import fused
+from jongleur.models.q5 import Q5Weight, q5_linear
 from jongleur.models.q8 import Q8Weight, q8_linear
 
-Weight = torch.Tensor | Q8Weight  # a dense weight, or int8 blocks for the engine's `int8` dtype
+# A dense weight, or the engine's `int8` dtype: int8 blocks, or Q5_0 blocks kept from a GGUF.
+Weight = torch.Tensor | Q8Weight | Q5Weight
 
 
 def linear(x: torch.Tensor, weight: Weight, bias: torch.Tensor | None = None) -> torch.Tensor:
     if isinstance(weight, Q8Weight):
         return q8_linear(x, weight, bias)
+    if isinstance(weight, Q5Weight):
+        return q5_linear(x, weight, bias)
     return F.linear(x, weight, bias)
 
 
@@ -33,18 +38,18 @@ def release(*linears: nn.Linear) -> None:
 class Linear(nn.Linear):
     """`nn.Linear` without random init: weights always come from a file (and init on `meta` is slow)."""
 
-    q8: Q8Weight | None = None
+    quantized: Q8Weight | Q5Weight | None = None
 
     def reset_parameters(self) -> None:
         pass
 
     def quantize_weights(self, quantize) -> None:
-        if self.q8 is None and self.weight.numel():
-            self.q8 = quantize(self.weight)
+        if self.quantized is None and self.weight.numel():
+            self.quantized = quantize(self.weight)
             release(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return linear(x, self.q8 if self.q8 is not None else self.weight, self.bias)
+        return linear(x, self.quantized if self.quantized is not None else self.weight, self.bias)
 
 
 class Embedding(nn.Embedding):
@@ -55,7 +60,12 @@ class Embedding(nn.Embedding):
 
 
 class RMSNorm(nn.Module):
-    """Llama-style RMSNorm: `weight * normalize(x)`; with `unit_offset`, Gemma's `(1 + weight)`."""
+    """Llama-style RMSNorm: `weight * normalize(x)`; with `unit_offset`, Gemma's `(1 + weight)`.
+
+    `norm(x, add=h)` first adds h into x in place (the residual stream) and norms the sum.
+    """
+
+    cpu_kernels = False  # set by `enable_cpu_kernels` (the int8 dtype): the fused C norm
 
     def __init__(self, dim: int, eps: float, unit_offset: bool = False) -> None:
         super().__init__()
@@ -63,7 +73,14 @@ class RMSNorm(nn.Module):
         self.eps = eps
         self.unit_offset = unit_offset
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # [..., dim] -> [..., dim]
+    def enable_cpu_kernels(self) -> None:
+        self.cpu_kernels = True
+
+    def forward(self, x: torch.Tensor, add: torch.Tensor | None = None) -> torch.Tensor:  # [..., dim]
+        if self.cpu_kernels and x.dim() == 2:
+            return fused.rmsnorm(x, self.weight, self.eps, self.unit_offset, add)
+        if add is not None:
+            x.add_(add)
         x32 = x.float()
         x32 = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
         if self.unit_offset:  # Gemma: scale in float32, then cast
@@ -186,22 +203,27 @@ class GatedMLP(nn.Module):
         self.up_proj = Linear(hidden, intermediate, bias=False)
         self.down_proj = Linear(intermediate, hidden, bias=False)
         self.act = ACTIVATIONS[activation]
+        self.activation = activation
         self.intermediate = intermediate
+        self.cpu_kernels = False
         self._fused: tuple[torch.Tensor, torch.Tensor | None, tuple] | None = None
-        self.q8: Q8Weight | None = None
+        self.quantized: Q8Weight | Q5Weight | None = None
 
     def fuse_projections(self) -> None:
         self.fused_weight()
 
+    def enable_cpu_kernels(self) -> None:
+        self.cpu_kernels = True
+
     def quantize_weights(self, quantize) -> None:
-        if self.q8 is None:
-            self.q8 = quantize(self.fused_weight())
+        if self.quantized is None:
+            self.quantized = quantize(self.fused_weight())
             self._fused = None
             release(self.gate_proj, self.up_proj)
 
     def fused_weight(self) -> Weight:
-        if self.q8 is not None:
-            return self.q8
+        if self.quantized is not None:
+            return self.quantized
         fused = self._fused
         if fused is None or fused[2] != fused_key(self.gate_proj, self.up_proj):
             fused = self._fused = fuse_linears(self.gate_proj, self.up_proj)
@@ -209,5 +231,7 @@ class GatedMLP(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # [T, hidden] -> [T, hidden]
         gate_up = linear(x, self.fused_weight())  # [T, 2 * intermediate]
+        if self.cpu_kernels:
+            return self.down_proj(fused.gated_activation(gate_up, self.intermediate, self.activation))
         gate, up = gate_up[:, : self.intermediate], gate_up[:, self.intermediate :]
         return self.down_proj(self.act(gate) * up)

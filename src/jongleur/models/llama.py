@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from jongleur.engine.attention import AttentionMetadata, paged_attention
+from jongleur.models import fused
 from jongleur.models.base import KVSpec, ModelConfig
 from jongleur.models.layers import (
     Embedding,
@@ -25,7 +26,6 @@ from jongleur.models.layers import (
     release,
     rope_inverse_frequencies,
 )
-from jongleur.models.q8 import Q8Weight
 
 KVCache = tuple[torch.Tensor, torch.Tensor]  # (k, v): [slots, kv_heads, head_dim]
 
@@ -50,21 +50,25 @@ class Attention(nn.Module):
         self.q_size, self.kv_size = c.num_heads * c.head_dim, c.num_kv_heads * c.head_dim
         # q, k and v run as one matmul over concatenated weights, fused on first use (see `fuse_linears`).
         self._fused: tuple[torch.Tensor, torch.Tensor | None, tuple] | None = None
-        self.q8_qkv: tuple[Q8Weight, torch.Tensor | None] | None = None
+        self.quantized_qkv: tuple[Weight, torch.Tensor | None] | None = None
+        self.cpu_kernels = False
 
     def fuse_projections(self) -> None:
         self.fused_qkv()
 
+    def enable_cpu_kernels(self) -> None:
+        self.cpu_kernels = True
+
     def quantize_weights(self, quantize) -> None:
-        if self.q8_qkv is None:
+        if self.quantized_qkv is None:
             weight, bias = self.fused_qkv()
-            self.q8_qkv = (quantize(weight), bias)
+            self.quantized_qkv = (quantize(weight), bias)
             self._fused = None
             release(self.q_proj, self.k_proj, self.v_proj)
 
     def fused_qkv(self) -> tuple[Weight, torch.Tensor | None]:
-        if self.q8_qkv is not None:
-            return self.q8_qkv
+        if self.quantized_qkv is not None:
+            return self.quantized_qkv
         fused = self._fused
         if fused is None or fused[2] != fused_key(self.q_proj, self.k_proj, self.v_proj):
             fused = self._fused = fuse_linears(self.q_proj, self.k_proj, self.v_proj)
@@ -84,7 +88,15 @@ class Attention(nn.Module):
         v = qkv[:, self.q_size + self.kv_size :].view(t, self.num_kv_heads, self.head_dim)
         if self.q_norm is not None and self.k_norm is not None:
             q, k = self.q_norm(q), self.k_norm(k)
-        q, k = apply_rope(q, *rope), apply_rope(k, *rope)
+            if self.cpu_kernels:  # normed q and k are fresh contiguous tensors: rotate them in place
+                fused.rope_(q.view(t, -1), self.num_heads, self.head_dim, *rope)
+                fused.rope_(k.view(t, -1), self.num_kv_heads, self.head_dim, *rope)
+            else:
+                q, k = apply_rope(q, *rope), apply_rope(k, *rope)
+        elif self.cpu_kernels:  # q and k heads sit side by side in each qkv row: one in-place pass
+            fused.rope_(qkv, self.num_heads + self.num_kv_heads, self.head_dim, *rope)
+        else:
+            q, k = apply_rope(q, *rope), apply_rope(k, *rope)
         out = paged_attention(q, k, v, kv_cache[0], kv_cache[1], meta, self.scale, self.sliding_window)
         return self.o_proj(out.reshape(t, self.num_heads * self.head_dim))
 
@@ -100,8 +112,9 @@ class LlamaDecoderLayer(nn.Module):
     def forward(
         self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor], kv_cache: KVCache, meta: AttentionMetadata
     ) -> torch.Tensor:  # [T, hidden]
-        x = x + self.self_attn(self.input_layernorm(x), rope, kv_cache, meta)
-        return x + self.mlp(self.post_attention_layernorm(x))
+        attn = self.self_attn(self.input_layernorm(x), rope, kv_cache, meta)
+        h = self.post_attention_layernorm(x, add=attn)  # x += attn, in place, then normed
+        return x.add_(self.mlp(h))
 
 
 class LlamaModel(nn.Module):
@@ -122,7 +135,7 @@ class LlamaForCausalLM(nn.Module):
         self.lm_head = (
             None if config.tie_word_embeddings else Linear(config.hidden_size, config.vocab_size, bias=False)
         )
-        self.head_q8: Q8Weight | None = None
+        self.quantized_head: Weight | None = None
         freq_factors = config.extra.get("rope_freq_factors")
         self.rotary = RotaryEmbedding(
             rope_inverse_frequencies(config.head_dim, config.rope_theta, config.rope_scaling, freq_factors)
@@ -142,13 +155,13 @@ class LlamaForCausalLM(nn.Module):
         return self.model.norm(x)
 
     def quantize_weights(self, quantize) -> None:
-        if self.lm_head is None and self.head_q8 is None:  # tied: the embedding stays dense for lookups
-            self.head_q8 = quantize(self.model.embed_tokens.weight)
+        if self.lm_head is None and self.quantized_head is None:  # tied: the embedding stays dense for lookups
+            self.quantized_head = quantize(self.model.embed_tokens.weight)
 
     def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:  # [N, hidden] -> [N, vocab] float32
         if self.lm_head is not None:
             return self.lm_head(hidden).float()
-        weight = self.head_q8 if self.head_q8 is not None else self.model.embed_tokens.weight
+        weight = self.quantized_head if self.quantized_head is not None else self.model.embed_tokens.weight
         return linear(hidden, weight).float()
 
     def kv_spec(self) -> KVSpec:

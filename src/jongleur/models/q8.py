@@ -53,38 +53,25 @@ def quantize(weight: torch.Tensor) -> Q8Weight:
 
 def q8_linear(x: torch.Tensor, weight: Q8Weight, bias: torch.Tensor | None = None) -> torch.Tensor:
     """`F.linear(x, weight.dequantize(), bias)` without materializing the weight. x: [..., K] float32."""
-    lib = load_kernels()
-    n, k = weight.shape
+    x2, y, bias = linear_operands(x, weight.shape, bias)
+    if x2.shape[0]:
+        load_kernels().q8_linear(
+            x2.data_ptr(), x2.shape[0], x2.shape[1], x2.stride(0), weight.qweight.data_ptr(), weight.scales.data_ptr(),
+            y.shape[1], bias.data_ptr() if bias is not None else None, y.data_ptr(), y.shape[1], torch.get_num_threads(),
+        )
+    return y.view(*x.shape[:-1], y.shape[1])
+
+
+def linear_operands(
+    x: torch.Tensor, shape: tuple[int, int], bias: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """What the C weight kernels take: x as [M, K] rows with unit stride, a new fp32 y [M, N], fp32 bias."""
+    n, k = shape
     if x.shape[-1] != k or x.dtype != torch.float32 or x.device.type != "cpu":
-        raise ValueError(f"q8_linear needs float32 CPU input [..., {k}], got {x.dtype} {tuple(x.shape)} on {x.device}")
-    lead = x.shape[:-1]
+        raise ValueError(f"quantized linears need float32 CPU input [..., {k}], got {x.dtype} {tuple(x.shape)} on {x.device}")
     x2 = x.reshape(-1, k)
     if x2.stride(1) != 1:
         x2 = x2.contiguous()
-    m = x2.shape[0]
-    y = torch.empty(m, n, dtype=torch.float32)
-    if m:
-        b = bias.detach().to(torch.float32).contiguous() if bias is not None else None
-        lib.q8_linear(
-            x2.data_ptr(), m, k, x2.stride(0), weight.qweight.data_ptr(), weight.scales.data_ptr(), n,
-            b.data_ptr() if b is not None else None, y.data_ptr(), n, torch.get_num_threads(),
-        )
-    return y.view(*lead, n)
-
-
-def quantize_model(model: torch.nn.Module) -> None:
-    """Turn every linear of a loaded model (and its LM head) into int8 blocks, in place.
-
-    Modules that know how (`quantize_weights(quantize)`: fused QKV, fused gate/up, plain linears,
-    the tied head) fuse and convert themselves and drop their dense weights.
-    """
-    for module in list(model.modules()):  # parents first: fused owners before their linears
-        convert = getattr(module, "quantize_weights", None)
-        if convert is not None:
-            convert(quantize)
-    with torch.no_grad():
-        # What stays dense (embedding, norms, biases) may still be views of the memory-mapped weight
-        # cache, which keeps the whole file mapped and its read pages resident: own them instead.
-        for param in model.parameters():
-            if param.numel():
-                param.data = param.data.clone()
+    if bias is not None and (bias.dtype != torch.float32 or not bias.is_contiguous()):
+        bias = bias.detach().to(torch.float32).contiguous()
+    return x2, torch.empty(x2.shape[0], n, dtype=torch.float32), bias

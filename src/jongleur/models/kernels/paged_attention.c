@@ -6,7 +6,7 @@
  * the running maximum subtracted, as PyTorch's SDPA does; positions past the sequence's length,
  * or outside its sliding window, are skipped.
  */
-#include <immintrin.h>
+#include "vec_math.h"
 #include <math.h>
 #include <stdlib.h>
 
@@ -24,25 +24,6 @@ static inline float dot(const float *a, const float *b, long n) {
     float s = _mm_cvtss_f32(lo);
     for (; i < n; i++) s += a[i] * b[i];
     return s;
-}
-
-/* e^x for x <= 0 (scores minus their maximum), 8 at a time: Cephes' polynomial, relative error
- * ~1e-7. libm's scalar expf was most of the kernel's time at 16 sequences. */
-static inline __m256 exp_neg(__m256 x) {
-    x = _mm256_max_ps(x, _mm256_set1_ps(-87.0f));
-    const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
-                                     _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    x = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
-    x = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), x);
-    __m256 y = _mm256_set1_ps(1.9875691500e-4f);
-    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(1.3981999507e-3f));
-    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(8.3334519073e-3f));
-    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(4.1665795894e-2f));
-    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(1.6666665459e-1f));
-    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(5.0000001201e-1f));
-    y = _mm256_fmadd_ps(y, _mm256_mul_ps(x, x), _mm256_add_ps(x, _mm256_set1_ps(1.0f)));
-    const __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
-    return _mm256_mul_ps(y, _mm256_castsi256_ps(e));
 }
 
 static inline void axpy(float a, const float *x, float *y, long n) {
@@ -97,7 +78,7 @@ void paged_decode_attention(const float *q, const float *k_cache, const float *v
                 long j = 0;
                 __m256 vsum = _mm256_setzero_ps();
                 for (; j + 8 <= n; j += 8) {
-                    const __m256 e = exp_neg(_mm256_sub_ps(_mm256_loadu_ps(s + j), _mm256_set1_ps(mx)));
+                    const __m256 e = exp8(_mm256_sub_ps(_mm256_loadu_ps(s + j), _mm256_set1_ps(mx)));
                     _mm256_storeu_ps(s + j, e);
                     vsum = _mm256_add_ps(vsum, e);
                 }

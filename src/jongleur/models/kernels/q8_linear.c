@@ -7,24 +7,7 @@
  * vector is reused by every row of the tile. Threads come from OpenMP: the process's libgomp,
  * which is torch's own once torch is loaded, so there is one thread pool, not two.
  */
-#include <immintrin.h>
-#include <stdint.h>
-#include <stdlib.h>
-
-#define QK 32
-#ifndef PREFETCH
-/* Bytes ahead of the weight being read to prefetch: one core's hardware prefetcher leaves DRAM
- * idle between streams (measured in the engine, 1-row decode of Qwen2.5-0.5B: ~105 -> ~75 ms a step). */
-#define PREFETCH 4096
-#endif
-
-static inline float hsum(__m256 v) {
-    __m128 lo = _mm256_castps256_ps128(v), hi = _mm256_extractf128_ps(v, 1);
-    lo = _mm_add_ps(lo, hi);
-    lo = _mm_add_ps(lo, _mm_movehl_ps(lo, lo));
-    lo = _mm_add_ss(lo, _mm_movehdup_ps(lo));
-    return _mm_cvtss_f32(lo);
-}
+#include "common.h"
 
 static inline __m256 dequant8(const int8_t *q, __m256 scale) {
     __m128i b = _mm_loadl_epi64((const __m128i *)q);
@@ -79,65 +62,21 @@ static void tile_1_4_i16(const int16_t *xq, const float *xs, const int8_t *w, co
         const __m256i xhi = _mm256_loadu_si256((const __m256i *)(xq + b * QK + 16));
         for (int n = 0; n < 4; n++) {
             if (!(b & 1)) _mm_prefetch((const char *)(w + n * K + b * QK + PREFETCH), _MM_HINT_T0);
-            const __m256i w32 = _mm256_loadu_si256((const __m256i *)(w + n * K + b * QK));
-            const __m256i wlo = _mm256_cvtepi8_epi16(_mm256_castsi256_si128(w32));
-            const __m256i whi = _mm256_cvtepi8_epi16(_mm256_extracti128_si256(w32, 1));
-            const __m256i dot = _mm256_add_epi32(_mm256_madd_epi16(wlo, xlo), _mm256_madd_epi16(whi, xhi));
+            const __m256i dot = dot_i8_i16(_mm256_loadu_si256((const __m256i *)(w + n * K + b * QK)), xlo, xhi);
             acc[n] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), _mm256_set1_ps(s[n * nb + b] * xs[b]), acc[n]);
         }
     }
     for (int n = 0; n < 4; n++) y[n] = hsum(acc[n]) + (bias ? bias[n] : 0.0f);
 }
 
-/* x [K] -> int16 blocks of 32 with one fp32 scale each (absmax / 32767). */
-static void quantize_row_i16(const float *x, long K, int16_t *xq, float *xs) {
-    for (long b = 0; b < K / QK; b++) {
-        float amax = 0.0f;
-        for (int i = 0; i < QK; i++) {
-            const float a = x[b * QK + i] < 0 ? -x[b * QK + i] : x[b * QK + i];
-            amax = a > amax ? a : amax;
-        }
-        const float d = amax / 32767.0f, inv = d > 0 ? 1.0f / d : 0.0f;
-        xs[b] = d;
-        for (int i = 0; i < QK; i++) {
-            const float v = x[b * QK + i] * inv;
-            xq[b * QK + i] = (int16_t)(v < 0 ? (int)(v - 0.5f) : (int)(v + 0.5f));
-        }
-    }
-}
-
-TILE(1, 1, 2) TILE(1, 2, 2) TILE(2, 2, 2) TILE(3, 2, 1) TILE(4, 2, 1) TILE(2, 1, 2)
+TILE(1, 1, 2) TILE(2, 2, 2) TILE(3, 2, 1) TILE(4, 2, 1) TILE(2, 1, 2)
 TILE(3, 1, 2) TILE(4, 1, 2)
 
 typedef void (*tile_fn)(const float *, long, const int8_t *, const float *, long, float *, long, const float *);
-static const tile_fn PAIR_TILES[2][4] = {
-    {tile_1_1, tile_2_1, tile_3_1, tile_4_1},
-    {tile_1_2, tile_2_2, tile_3_2, tile_4_2},
+static const tile_fn PAIR_TILES[2][3] = { /* [columns - 1][rows - 2]: two to four rows */
+    {tile_2_1, tile_3_1, tile_4_1},
+    {tile_2_2, tile_3_2, tile_4_2},
 };
-
-/* Two columns of fp32 weights (dequantized once into a per-thread buffer, [2][K]) x MT rows:
- * with five or more rows this beats dequantizing inside every row tile. */
-#define FTILE(MT)                                                                             \
-    static void ftile_##MT(const float *x, long ldx, const float *w, long K, float *y, long ldy, \
-                           const float *bias, int nt) {                                       \
-        __m256 acc[MT][2];                                                                    \
-        for (int m = 0; m < MT; m++) acc[m][0] = acc[m][1] = _mm256_setzero_ps();             \
-        for (long k = 0; k < K; k += 8) {                                                     \
-            const __m256 w0 = _mm256_load_ps(w + k), w1 = _mm256_load_ps(w + K + k);          \
-            for (int m = 0; m < MT; m++) {                                                    \
-                const __m256 xv = _mm256_loadu_ps(x + m * ldx + k);                           \
-                acc[m][0] = _mm256_fmadd_ps(xv, w0, acc[m][0]);                               \
-                acc[m][1] = _mm256_fmadd_ps(xv, w1, acc[m][1]);                               \
-            }                                                                                 \
-        }                                                                                     \
-        for (int m = 0; m < MT; m++)                                                          \
-            for (int n = 0; n < nt; n++) y[m * ldy + n] = hsum(acc[m][n]) + (bias ? bias[n] : 0.0f); \
-    }
-
-FTILE(1) FTILE(2) FTILE(3) FTILE(4) FTILE(5) FTILE(6)
-
-typedef void (*ftile_fn)(const float *, long, const float *, long, float *, long, const float *, int);
-static const ftile_fn FTILES[6] = {ftile_1, ftile_2, ftile_3, ftile_4, ftile_5, ftile_6};
 
 static void dequant_row(const int8_t *q, const float *s, long K, float *out) {
     for (long b = 0; b < K / QK; b++) {
@@ -147,25 +86,15 @@ static void dequant_row(const int8_t *q, const float *s, long K, float *out) {
     }
 }
 
-static void q8_linear_many_rows(const float *x, long M, long K, long ldx, const int8_t *w, const float *scales,
-                                long N, const float *bias, float *y, long ldy, int nthreads) {
-    const long nb = K / QK, pairs = (N + 1) / 2;
-#pragma omp parallel num_threads(nthreads)
-    {
-        float *buf = aligned_alloc(32, 2 * K * sizeof(float));
-        for (long k = 0; k < K; k++) buf[K + k] = 0.0f;  /* the missing column of an odd N */
-#pragma omp for schedule(static)
-        for (long p = 0; p < pairs; p++) {
-            const long n = 2 * p;
-            const int nt = (n + 1 < N) ? 2 : 1;
-            for (int c = 0; c < nt; c++) dequant_row(w + (n + c) * K, scales + (n + c) * nb, K, buf + c * K);
-            for (long m = 0; m < M; m += 6) {
-                const int mt = (M - m) < 6 ? (int)(M - m) : 6;
-                FTILES[mt - 1](x + m * ldx, ldx, buf, K, y + m * ldy + n, ldy, bias ? bias + n : 0, nt);
-            }
-        }
-        free(buf);
-    }
+/* The int8 weight layout for `linear_many_rows`: qweight [N, K] then scales [N, K/32]. */
+struct q8_matrix {
+    const int8_t *q;
+    const float *scales;
+};
+
+static void q8_dequant_row(const void *weights, long n, long K, float *out) {
+    const struct q8_matrix *w = weights;
+    dequant_row(w->q + n * K, w->scales + n * (K / QK), K, out);
 }
 
 /* x [M, K] (row stride ldx), w [N, K] int8, scales [N, K/32], bias [N] or NULL, y [M, N] (row stride ldy).
@@ -188,7 +117,8 @@ void q8_linear(const float *x, long M, long K, long ldx, const int8_t *w, const 
         return;
     }
     if (M > 4) {
-        q8_linear_many_rows(x, M, K, ldx, w, scales, N, bias, y, ldy, nthreads);
+        const struct q8_matrix wm = {w, scales};
+        linear_many_rows(x, M, K, ldx, &wm, q8_dequant_row, N, bias, y, ldy, nthreads);
         return;
     }
     const long pairs = (N + 1) / 2;
@@ -196,11 +126,7 @@ void q8_linear(const float *x, long M, long K, long ldx, const int8_t *w, const 
     for (long p = 0; p < pairs; p++) {
         const long n = 2 * p;
         const int nt = (n + 1 < N) ? 2 : 1;
-        for (long m = 0; m < M; m += 4) {
-            const int mt = (M - m) < 4 ? (int)(M - m) : 4;
-            PAIR_TILES[nt - 1][mt - 1](x + m * ldx, ldx, w + n * K, scales + n * nb, K, y + m * ldy + n, ldy,
-                                       bias ? bias + n : 0);
-        }
+        PAIR_TILES[nt - 1][M - 2](x, ldx, w + n * K, scales + n * nb, K, y + n, ldy, bias ? bias + n : 0);
     }
 }
 
