@@ -1,7 +1,7 @@
 /* y[M,N] = x[M,K] @ dequant(w)^T (+ bias) for 5-bit weights in GGUF's Q5_0 scheme, AVX2 + FMA.
  *
  * A block of 32 weights is d * (q - 16), q in 0..31: the low four bits of q packed two to a byte,
- * the fifth bits in one 32-bit word. GGUF files store most of a model's tensors this way; keeping
+ * the fifth bits in one 32-bit word (in an order of our own, chosen for the unpacking). GGUF files store most of a model's tensors this way; keeping
  * them as they are (instead of widening to int8) reads 0.75 bytes a weight per decode step instead
  * of 1.125, and keeps the file's exact values. Here a block also carries its scale as fp32 (GGUF
  * has fp16) so that no conversion is needed on the hot path: 24 bytes per 32 weights.
@@ -12,22 +12,36 @@
 
 struct q5_block {
     float d;
-    uint32_t qh;     /* bit i: fifth bit of weight i */
-    uint8_t qs[16];  /* weight i (< 16) in the low nibble of qs[i], weight i + 16 in its high nibble */
+    uint32_t qh;     /* the fifth bits, at the positions `fifth_bit` gives (not GGUF's order) */
+    uint8_t qs[16];  /* weight i (< 16) in the low nibble of qs[i], weight i + 16 in its high nibble (as GGUF) */
 };
 
-/* The 32 weights of a block as int8 (q - 16), in order (llama.cpp's bytes_from_bits_32 for the fifth bits). */
-static inline __m256i q5_unpack(const struct q5_block *b) {
-    const __m128i packed = _mm_loadu_si128((const __m128i *)b->qs);
-    const __m256i low = _mm256_and_si256(_mm256_set1_epi8(0x0F), _mm256_set_m128i(_mm_srli_epi16(packed, 4), packed));
-    const __m256i spread = _mm256_shuffle_epi8(
-        _mm256_set1_epi32((int)b->qh),
-        _mm256_set_epi64x(0x0303030303030303, 0x0202020202020202, 0x0101010101010101, 0x0000000000000000));
-    /* byte i is all ones where bit i of qh is set */
-    const __m256i high = _mm256_cmpeq_epi8(_mm256_or_si256(spread, _mm256_set1_epi64x(0x7fbfdfeff7fbfdfe)),
-                                           _mm256_set1_epi64x(-1));
-    /* q - 16 in int8: the nibble itself when the fifth bit is set, the nibble - 16 (0xF0 | nibble) when not */
-    return _mm256_or_si256(low, _mm256_andnot_si256(high, _mm256_set1_epi8((char)0xF0)));
+/* Where weight i's fifth bit sits in qh. After a 32-bit broadcast of qh, 16-bit lane l holds the
+ * low half of qh when l is even and the high half when l is odd; weight i lands in lane i % 16. So
+ * each lane takes its bits from the half it holds, and one multiply per vector moves every lane's
+ * bit to its top (see q5_unpack): no shuffles, which bound the kernel. */
+static inline int fifth_bit(int i) {
+    const int lane = i % 16, second = i / 16;
+    return (lane & 1) * 16 + second * 8 + lane / 2;
+}
+
+/* The 32 weights of a block as int16 (q - 16): lo holds weights 0-15, hi weights 16-31. */
+static inline void q5_unpack(const struct q5_block *b, __m256i *lo, __m256i *hi) {
+    const __m256i bytes = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)b->qs));
+    const __m256i low = _mm256_and_si256(bytes, _mm256_set1_epi16(0x0F)), high = _mm256_srli_epi16(bytes, 4);
+    const __m256i qh = _mm256_set1_epi32((int)b->qh);
+    /* lane l's bit (l / 2, or 8 + l / 2 for the second sixteen) to bit 15 */
+    const __m256i to_top_lo = _mm256_setr_epi16(1 << 15, 1 << 15, 1 << 14, 1 << 14, 1 << 13, 1 << 13, 1 << 12,
+                                                1 << 12, 1 << 11, 1 << 11, 1 << 10, 1 << 10, 1 << 9, 1 << 9,
+                                                1 << 8, 1 << 8);
+    const __m256i to_top_hi = _mm256_setr_epi16(1 << 7, 1 << 7, 1 << 6, 1 << 6, 1 << 5, 1 << 5, 1 << 4, 1 << 4,
+                                                1 << 3, 1 << 3, 1 << 2, 1 << 2, 1 << 1, 1 << 1, 1, 1);
+    const __m256i minus16 = _mm256_set1_epi16((short)0xFFF0);
+    /* q - 16 = the nibble when the fifth bit is set, else the nibble - 16 (0xFFF0 | nibble) */
+    const __m256i set_lo = _mm256_srai_epi16(_mm256_mullo_epi16(qh, to_top_lo), 15);
+    const __m256i set_hi = _mm256_srai_epi16(_mm256_mullo_epi16(qh, to_top_hi), 15);
+    *lo = _mm256_or_si256(low, _mm256_andnot_si256(set_lo, minus16));
+    *hi = _mm256_or_si256(high, _mm256_andnot_si256(set_hi, minus16));
 }
 
 /* One row of int16 activations against four columns. */
@@ -37,14 +51,23 @@ static void q5_tile_1_4(const int16_t *xq, const float *xs, const struct q5_bloc
     for (long b = 0; b < nb; b++) {
         const __m256i xlo = _mm256_loadu_si256((const __m256i *)(xq + b * QK));
         const __m256i xhi = _mm256_loadu_si256((const __m256i *)(xq + b * QK + 16));
+        const __m256 xscale = _mm256_broadcast_ss(xs + b);
         for (int n = 0; n < 4; n++) {
             const struct q5_block *blk = w + n * nb + b;
             if (!(b & 1)) _mm_prefetch((const char *)blk + PREFETCH, _MM_HINT_T0);
-            const __m256i dot = dot_i8_i16(q5_unpack(blk), xlo, xhi);
-            acc[n] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), _mm256_set1_ps(blk->d * xs[b]), acc[n]);
+            __m256i lo, hi;
+            q5_unpack(blk, &lo, &hi);
+            const __m256i dot = _mm256_add_epi32(_mm256_madd_epi16(lo, xlo), _mm256_madd_epi16(hi, xhi));
+            const __m256 scale = _mm256_mul_ps(_mm256_broadcast_ss(&blk->d), xscale);
+            acc[n] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), scale, acc[n]);
         }
     }
     for (int n = 0; n < 4; n++) y[n] = hsum(acc[n]) + (bias ? bias[n] : 0.0f);
+}
+
+static inline void store_i16_as_f32(float *out, __m256i v, __m256 d) {
+    _mm256_storeu_ps(out, _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi16_epi32(_mm256_castsi256_si128(v))), d));
+    _mm256_storeu_ps(out + 8, _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi16_epi32(_mm256_extracti128_si256(v, 1))), d));
 }
 
 static void q5_dequant_row(const void *weights, long n, long K, float *out) {
@@ -52,14 +75,11 @@ static void q5_dequant_row(const void *weights, long n, long K, float *out) {
     const struct q5_block *row = (const struct q5_block *)weights + n * nb;
     for (long b = 0; b < nb; b++) {
         if (!(b & 1)) _mm_prefetch((const char *)(row + b) + PREFETCH, _MM_HINT_T0);
-        const __m256i q = q5_unpack(row + b);
+        __m256i lo, hi;
+        q5_unpack(row + b, &lo, &hi);
         const __m256 d = _mm256_set1_ps(row[b].d);
-        const __m128i lo = _mm256_castsi256_si128(q), hi = _mm256_extracti128_si256(q, 1);
-        float *o = out + b * QK;
-        _mm256_storeu_ps(o, _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(lo)), d));
-        _mm256_storeu_ps(o + 8, _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(lo, 8))), d));
-        _mm256_storeu_ps(o + 16, _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(hi)), d));
-        _mm256_storeu_ps(o + 24, _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(hi, 8))), d));
+        store_i16_as_f32(out + b * QK, lo, d);
+        store_i16_as_f32(out + b * QK + 16, hi, d);
     }
 }
 
@@ -124,7 +144,7 @@ long q5_quantize(const float *w, long N, long K, void *out) {
                 int q = (int)(src[i] * inv + 16.5f);
                 q = q < 0 ? 0 : (q > 31 ? 31 : q);
                 blk->qs[i % 16] |= (uint8_t)((q & 0x0F) << (i < 16 ? 0 : 4));
-                qh |= (uint32_t)(q >> 4) << i;
+                qh |= (uint32_t)(q >> 4) << fifth_bit(i);
                 inexact += d * (float)(q - 16) != src[i];
             }
             blk->d = d;
