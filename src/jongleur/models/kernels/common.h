@@ -77,23 +77,31 @@ static const ftile_fn FTILES[6] = {ftile_1, ftile_2, ftile_3, ftile_4, ftile_5, 
 /* Weight row n (of K values) -> fp32 out[K]. */
 typedef void (*dequant_row_fn)(const void *weights, long n, long K, float *out);
 
-/* y[M, N] = x[M, K] @ w^T (+ bias) for batches: each thread takes column pairs, dequantizes them
- * once and runs every row of x against them in tiles of up to six rows. */
+/* Columns dequantized together: each tile of rows of x is then reused against all of them while
+ * it is in cache (one pair at a time, x streamed from L3 for every pair, ran at ~45 GMAC/s). */
+#define GROUP 8
+
+/* y[M, N] = x[M, K] @ w^T (+ bias) for batches: each thread takes groups of columns, dequantizes
+ * them once and runs every row of x against them in tiles of up to six rows by two columns. */
 static void linear_many_rows(const float *x, long M, long K, long ldx, const void *w, dequant_row_fn dequant,
                              long N, const float *bias, float *y, long ldy, int nthreads) {
-    const long pairs = (N + 1) / 2;
+    const long groups = (N + GROUP - 1) / GROUP;
 #pragma omp parallel num_threads(nthreads)
     {
-        float *buf = aligned_alloc(32, 2 * K * sizeof(float));
-        for (long k = 0; k < K; k++) buf[K + k] = 0.0f; /* the missing column of an odd N */
+        float *buf = aligned_alloc(32, GROUP * K * sizeof(float));
 #pragma omp for schedule(static)
-        for (long p = 0; p < pairs; p++) {
-            const long n = 2 * p;
-            const int nt = (n + 1 < N) ? 2 : 1;
-            for (int c = 0; c < nt; c++) dequant(w, n + c, K, buf + c * K);
+        for (long g = 0; g < groups; g++) {
+            const long n0 = g * GROUP, cols = N - n0 < GROUP ? N - n0 : GROUP;
+            for (long c = 0; c < cols; c++) dequant(w, n0 + c, K, buf + c * K);
+            if (cols & 1)
+                for (long k = 0; k < K; k++) buf[cols * K + k] = 0.0f; /* the missing column of an odd count */
             for (long m = 0; m < M; m += 6) {
                 const int mt = (M - m) < 6 ? (int)(M - m) : 6;
-                FTILES[mt - 1](x + m * ldx, ldx, buf, K, y + m * ldy + n, ldy, bias ? bias + n : 0, nt);
+                for (long c = 0; c < cols; c += 2) {
+                    const long n = n0 + c;
+                    FTILES[mt - 1](x + m * ldx, ldx, buf + c * K, K, y + m * ldy + n, ldy, bias ? bias + n : 0,
+                                   cols - c < 2 ? 1 : 2);
+                }
             }
         }
         free(buf);
