@@ -70,16 +70,15 @@ static inline void store_i16_as_f32(float *out, __m256i v, __m256 d) {
     _mm256_storeu_ps(out + 8, _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi16_epi32(_mm256_extracti128_si256(v, 1))), d));
 }
 
-static void q5_dequant_row(const void *weights, long n, long K, float *out) {
-    const long nb = K / QK;
-    const struct q5_block *row = (const struct q5_block *)weights + n * nb;
-    for (long b = 0; b < nb; b++) {
+static void q5_dequant_blocks(const void *weights, long n, long K, long b0, long b1, float *out) {
+    const struct q5_block *row = (const struct q5_block *)weights + n * (K / QK);
+    for (long b = b0; b < b1; b++) {
         if (!(b & 1)) _mm_prefetch((const char *)(row + b) + PREFETCH, _MM_HINT_T0);
         __m256i lo, hi;
         q5_unpack(row + b, &lo, &hi);
         const __m256 d = _mm256_set1_ps(row[b].d);
-        store_i16_as_f32(out + b * QK, lo, d);
-        store_i16_as_f32(out + b * QK + 16, hi, d);
+        store_i16_as_f32(out + (b - b0) * QK, lo, d);
+        store_i16_as_f32(out + (b - b0) * QK + 16, hi, d);
     }
 }
 
@@ -89,7 +88,7 @@ void q5_linear(const float *x, long M, long K, long ldx, const void *w, long N, 
     const long nb = K / QK;
     const struct q5_block *blocks = w;
     if (M > 1) {
-        linear_many_rows(x, M, K, ldx, w, q5_dequant_row, N, bias, y, ldy, nthreads);
+        linear_many_rows(x, M, K, ldx, w, q5_dequant_blocks, N, bias, y, ldy, nthreads);
         return;
     }
     int16_t *xq = aligned_alloc(32, K * sizeof(int16_t));
@@ -104,7 +103,7 @@ void q5_linear(const float *x, long M, long K, long ldx, const void *w, long N, 
     if (4 * quads < N) { /* the last columns: through fp32, one at a time */
         float *row = aligned_alloc(32, K * sizeof(float));
         for (long n = 4 * quads; n < N; n++) {
-            q5_dequant_row(w, n, K, row);
+            q5_dequant_blocks(w, n, K, 0, nb, row);
             __m256 acc = _mm256_setzero_ps();
             for (long k = 0; k < K; k += 8)
                 acc = _mm256_fmadd_ps(_mm256_loadu_ps(x + k), _mm256_load_ps(row + k), acc);
@@ -158,5 +157,5 @@ long q5_quantize(const float *w, long N, long K, void *out) {
 /* Q5_0 blocks -> fp32 [N, K] (for tests and for turning a tensor back into dense form). */
 void q5_dequantize(const void *w, long N, long K, float *out) {
 #pragma omp parallel for schedule(static)
-    for (long n = 0; n < N; n++) q5_dequant_row(w, n, K, out + n * K);
+    for (long n = 0; n < N; n++) q5_dequant_blocks(w, n, K, 0, K / QK, out + n * K);
 }

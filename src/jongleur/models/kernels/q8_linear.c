@@ -78,23 +78,21 @@ static const tile_fn PAIR_TILES[2][3] = { /* [columns - 1][rows - 2]: two to fou
     {tile_2_2, tile_3_2, tile_4_2},
 };
 
-static void dequant_row(const int8_t *q, const float *s, long K, float *out) {
-    for (long b = 0; b < K / QK; b++) {
-        if (!(b & 1)) _mm_prefetch((const char *)(q + b * QK + PREFETCH), _MM_HINT_T0);
-        const __m256 sc = _mm256_broadcast_ss(s + b);
-        for (int j = 0; j < QK; j += 8) _mm256_store_ps(out + b * QK + j, dequant8(q + b * QK + j, sc));
-    }
-}
-
 /* The int8 weight layout for `linear_many_rows`: qweight [N, K] then scales [N, K/32]. */
 struct q8_matrix {
     const int8_t *q;
     const float *scales;
 };
 
-static void q8_dequant_row(const void *weights, long n, long K, float *out) {
+static void q8_dequant_blocks(const void *weights, long n, long K, long b0, long b1, float *out) {
     const struct q8_matrix *w = weights;
-    dequant_row(w->q + n * K, w->scales + n * (K / QK), K, out);
+    const int8_t *q = w->q + n * K;
+    const float *s = w->scales + n * (K / QK);
+    for (long b = b0; b < b1; b++) {
+        if (!(b & 1)) _mm_prefetch((const char *)(q + b * QK + PREFETCH), _MM_HINT_T0);
+        const __m256 sc = _mm256_broadcast_ss(s + b);
+        for (int j = 0; j < QK; j += 8) _mm256_storeu_ps(out + (b - b0) * QK + j, dequant8(q + b * QK + j, sc));
+    }
 }
 
 /* x [M, K] (row stride ldx), w [N, K] int8, scales [N, K/32], bias [N] or NULL, y [M, N] (row stride ldy).
@@ -118,7 +116,7 @@ void q8_linear(const float *x, long M, long K, long ldx, const int8_t *w, const 
     }
     if (M > 4) {
         const struct q8_matrix wm = {w, scales};
-        linear_many_rows(x, M, K, ldx, &wm, q8_dequant_row, N, bias, y, ldy, nthreads);
+        linear_many_rows(x, M, K, ldx, &wm, q8_dequant_blocks, N, bias, y, ldy, nthreads);
         return;
     }
     const long pairs = (N + 1) / 2;
