@@ -20,31 +20,31 @@ static inline __m256 dequant8(const int8_t *q, __m256 scale) {
     static void tile_##MT##_##NT(const float *x, long ldx, const int8_t *w, const float *s,   \
                                  long K, float *y, long ldy, const float *bias) {              \
         __m256 acc[NA][MT][NT];                                                               \
-        for (int a = 0; a < NA; a++)                                                          \
-            for (int m = 0; m < MT; m++)                                                      \
-                for (int n = 0; n < NT; n++) acc[a][m][n] = _mm256_setzero_ps();              \
+        UNROLL for (int a = 0; a < NA; a++)                                                          \
+            UNROLL for (int m = 0; m < MT; m++)                                                      \
+                UNROLL for (int n = 0; n < NT; n++) acc[a][m][n] = _mm256_setzero_ps();              \
         const long nb = K / QK;                                                               \
         for (long b = 0; b < nb; b++) {                                                       \
             __m256 sc[NT];                                                                    \
-            for (int n = 0; n < NT; n++) sc[n] = _mm256_broadcast_ss(s + n * nb + b);         \
-            for (int j = 0; j < QK / 8; j++) {                                                \
+            UNROLL for (int n = 0; n < NT; n++) sc[n] = _mm256_broadcast_ss(s + n * nb + b);         \
+            UNROLL for (int j = 0; j < QK / 8; j++) {                                                \
                 const long k = b * QK + 8 * j;                                                \
                 const int a = j % NA;                                                         \
                 __m256 wv[NT];                                                                \
                 if (j == 0)                                                                   \
-                    for (int n = 0; n < NT; n++) _mm_prefetch((const char *)(w + n * K + k + PREFETCH), _MM_HINT_T0); \
-                for (int n = 0; n < NT; n++) wv[n] = dequant8(w + n * K + k, sc[n]);          \
-                for (int m = 0; m < MT; m++) {                                                \
+                    UNROLL for (int n = 0; n < NT; n++) _mm_prefetch((const char *)(w + n * K + k + PREFETCH), _MM_HINT_T0); \
+                UNROLL for (int n = 0; n < NT; n++) wv[n] = dequant8(w + n * K + k, sc[n]);          \
+                UNROLL for (int m = 0; m < MT; m++) {                                                \
                     __m256 xv = _mm256_loadu_ps(x + m * ldx + k);                             \
-                    for (int n = 0; n < NT; n++)                                              \
+                    UNROLL for (int n = 0; n < NT; n++)                                              \
                         acc[a][m][n] = _mm256_fmadd_ps(xv, wv[n], acc[a][m][n]);              \
                 }                                                                             \
             }                                                                                 \
         }                                                                                     \
-        for (int m = 0; m < MT; m++)                                                          \
-            for (int n = 0; n < NT; n++) {                                                    \
+        UNROLL for (int m = 0; m < MT; m++)                                                          \
+            UNROLL for (int n = 0; n < NT; n++) {                                                    \
                 __m256 t = acc[0][m][n];                                                      \
-                for (int a = 1; a < NA; a++) t = _mm256_add_ps(t, acc[a][m][n]);              \
+                UNROLL for (int a = 1; a < NA; a++) t = _mm256_add_ps(t, acc[a][m][n]);              \
                 y[m * ldy + n] = hsum(t) + (bias ? bias[n] : 0.0f);                           \
             }                                                                                 \
     }
