@@ -158,7 +158,9 @@ static const otile_fn DTILES[6] = {dtile_1, dtile_2, dtile_3, dtile_4, dtile_5, 
 
 /* From this many rows the outer-product panels win (measured on Qwen2.5-0.5B's projections:
  * below it the transpose costs more than the faster tiles gain). */
-#define OUTER_MIN_ROWS 16
+#ifndef OUTER_MIN_ROWS
+#define OUTER_MIN_ROWS 32
+#endif
 #define GROUP 8 /* columns per group in the dot-product form */
 
 /* y[M, N] = x[M, K] @ w^T (+ bias) for batches: each thread takes a panel (or group) of columns,

@@ -33,6 +33,34 @@ static inline void axpy(float a, const float *x, float *y, long n) {
     for (; i < n; i++) y[i] += a * x[i];
 }
 
+/* out[g] = sum_j p[g * n + j] * v_j for the G query heads of a group (out[g] zeroed by the caller):
+ * eight dimensions and up to eight heads at a time, so the sums stay in registers while the values
+ * stream past (one load per value vector and one broadcast per weight, instead of a load and a
+ * store of the output for every head and value). */
+static void weighted_values(const float *p, long n, long G, const float *v_cache, const long *rows, long hd,
+                            float *out) {
+    if (hd % 8) {
+        for (long j = 0; j < n; j++)
+            for (long g = 0; g < G; g++) axpy(p[g * n + j], v_cache + rows[j], out + g * hd, hd);
+        return;
+    }
+    for (long g0 = 0; g0 < G; g0 += 8) {
+        const long gn = G - g0 < 8 ? G - g0 : 8;
+        const float *pg = p + g0 * n;
+        for (long c = 0; c < hd; c += 8) {
+            __m256 acc[8];
+            _Pragma("GCC unroll 8") for (int i = 0; i < 8; i++) acc[i] = _mm256_setzero_ps();
+            for (long j = 0; j < n; j++) {
+                const __m256 v = _mm256_loadu_ps(v_cache + rows[j] + c);
+                _Pragma("GCC unroll 8") for (int i = 0; i < 8; i++)
+                    if (i < gn) acc[i] = _mm256_fmadd_ps(_mm256_broadcast_ss(pg + i * n + j), v, acc[i]);
+            }
+            _Pragma("GCC unroll 8") for (int i = 0; i < 8; i++)
+                if (i < gn) _mm256_storeu_ps(out + (g0 + i) * hd + c, acc[i]);
+        }
+    }
+}
+
 /* q, out: [D, H, hd]; k_cache, v_cache: [slots, KVH, hd]; block_tables: [D, max_blocks];
  * context_lens, positions: [D] (the query's position is positions[d]); window 0 = none. */
 void paged_decode_attention(const float *q, const float *k_cache, const float *v_cache, const long *block_tables,
@@ -93,10 +121,7 @@ void paged_decode_attention(const float *q, const float *k_cache, const float *v
                 for (long j = 0; j < n; j++) s[j] *= inv;
                 for (long i = 0; i < hd; i++) od[g * hd + i] = 0.0f;
             }
-            for (long j = 0; j < n; j++) {
-                const float *v = v_cache + rows[j];
-                for (long g = 0; g < G; g++) axpy(scores[g * n + j], v, od + g * hd, hd);
-            }
+            weighted_values(scores, n, G, v_cache, rows, hd, od);
         }
         free(scores);
         free(rows);
