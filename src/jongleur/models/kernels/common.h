@@ -55,6 +55,33 @@ static inline __m256i dot_i8_i16(__m256i w32, __m256i xlo, __m256i xhi) {
 /* Blocks b0..b1-1 of weight row n (of K values) -> fp32 out[(b1 - b0) * 32]. */
 typedef void (*dequant_blocks_fn)(const void *weights, long n, long K, long b0, long b1, float *out);
 
+/* Columns n0..n0+3 of one row: int16 activation blocks (xq, scales xs) against the weights. */
+typedef void (*quad_tile_fn)(const int16_t *xq, const float *xs, const void *weights, long n0, long K, float *y,
+                             const float *bias);
+
+/* y[N] = x[K] @ w^T (+ bias) for one row (one sequence's decode): x quantized once to int16 blocks,
+ * columns four at a time by `quad`, the last N % 4 through fp32, dequantized one row at a time. */
+static void linear_one_row(const float *x, long K, const void *w, quad_tile_fn quad, dequant_blocks_fn dequant,
+                           long N, const float *bias, float *y, int nthreads) {
+    const long nb = K / QK, quads = N / 4;
+    int16_t *xq = aligned_alloc(32, K * sizeof(int16_t));
+    float *xs = malloc(nb * sizeof(float));
+    quantize_row_i16(x, K, xq, xs);
+#pragma omp parallel for schedule(static) num_threads(nthreads)
+    for (long p = 0; p < quads; p++) quad(xq, xs, w, 4 * p, K, y + 4 * p, bias ? bias + 4 * p : 0);
+    free(xq);
+    free(xs);
+    if (4 * quads == N) return;
+    float *row = aligned_alloc(32, K * sizeof(float));
+    for (long n = 4 * quads; n < N; n++) {
+        dequant(w, n, K, 0, nb, row);
+        __m256 acc = _mm256_setzero_ps();
+        for (long k = 0; k < K; k += 8) acc = _mm256_fmadd_ps(_mm256_loadu_ps(x + k), _mm256_load_ps(row + k), acc);
+        y[n] = hsum(acc) + (bias ? bias[n] : 0.0f);
+    }
+    free(row);
+}
+
 #define PANEL 16  /* columns per packed panel: two vectors */
 #define KCHUNK 64 /* k per packing step */
 
@@ -128,8 +155,8 @@ static void pack_panel(const void *w, dequant_blocks_fn dequant, long n0, long c
 
 OTILE(1) OTILE(2) OTILE(3) OTILE(4) OTILE(5) OTILE(6)
 
-typedef void (*otile_fn)(const float *, long, const float *, long, float *, long, const float *, long);
-static const otile_fn OTILES[6] = {otile_1, otile_2, otile_3, otile_4, otile_5, otile_6};
+typedef void (*panel_tile_fn)(const float *, long, const float *, long, float *, long, const float *, long);
+static const panel_tile_fn OTILES[6] = {otile_1, otile_2, otile_3, otile_4, otile_5, otile_6};
 
 /* Dot-product form for small batches (no transpose to pay for): MT rows x two columns of a group
  * dequantized row by row ([cols][K]), sums along K reduced at the end. */
@@ -154,7 +181,7 @@ static const otile_fn OTILES[6] = {otile_1, otile_2, otile_3, otile_4, otile_5, 
 
 DTILE(1) DTILE(2) DTILE(3) DTILE(4) DTILE(5) DTILE(6)
 
-static const otile_fn DTILES[6] = {dtile_1, dtile_2, dtile_3, dtile_4, dtile_5, dtile_6};
+static const panel_tile_fn DTILES[6] = {dtile_1, dtile_2, dtile_3, dtile_4, dtile_5, dtile_6};
 
 /* From this many rows the outer-product panels win: below it the transpose costs more than the
  * faster tiles gain (Qwen2.5-0.5B, 16-row decode steps: dot 278 vs outer 306 ms; prefill chunks of

@@ -44,9 +44,11 @@ static inline void q5_unpack(const struct q5_block *b, __m256i *lo, __m256i *hi)
     *hi = _mm256_or_si256(high, _mm256_andnot_si256(set_hi, minus16));
 }
 
-/* One row of int16 activations against four columns. */
-static void q5_tile_1_4(const int16_t *xq, const float *xs, const struct q5_block *w, long nb, float *y,
+/* One row of int16 activations against four columns (a `quad_tile_fn`). */
+static void q5_tile_1_4(const int16_t *xq, const float *xs, const void *weights, long n0, long K, float *y,
                         const float *bias) {
+    const long nb = K / QK;
+    const struct q5_block *w = (const struct q5_block *)weights + n0 * nb;
     __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
     for (long b = 0; b < nb; b++) {
         const __m256i xlo = _mm256_loadu_si256((const __m256i *)(xq + b * QK));
@@ -85,32 +87,11 @@ static void q5_dequant_blocks(const void *weights, long n, long K, long b0, long
 /* x [M, K] (row stride ldx), w [N, K/32] blocks, bias [N] or NULL, y [M, N] (row stride ldy); K a multiple of 32. */
 void q5_linear(const float *x, long M, long K, long ldx, const void *w, long N, const float *bias, float *y,
                long ldy, int nthreads) {
-    const long nb = K / QK;
-    const struct q5_block *blocks = w;
     if (M > 1) {
         linear_many_rows(x, M, K, ldx, w, q5_dequant_blocks, N, bias, y, ldy, nthreads);
         return;
     }
-    int16_t *xq = aligned_alloc(32, K * sizeof(int16_t));
-    float *xs = malloc(nb * sizeof(float));
-    quantize_row_i16(x, K, xq, xs);
-    const long quads = N / 4;
-#pragma omp parallel for schedule(static) num_threads(nthreads)
-    for (long p = 0; p < quads; p++)
-        q5_tile_1_4(xq, xs, blocks + 4 * p * nb, nb, y + 4 * p, bias ? bias + 4 * p : 0);
-    free(xq);
-    free(xs);
-    if (4 * quads < N) { /* the last columns: through fp32, one at a time */
-        float *row = aligned_alloc(32, K * sizeof(float));
-        for (long n = 4 * quads; n < N; n++) {
-            q5_dequant_blocks(w, n, K, 0, nb, row);
-            __m256 acc = _mm256_setzero_ps();
-            for (long k = 0; k < K; k += 8)
-                acc = _mm256_fmadd_ps(_mm256_loadu_ps(x + k), _mm256_load_ps(row + k), acc);
-            y[n] = hsum(acc) + (bias ? bias[n] : 0.0f);
-        }
-        free(row);
-    }
+    linear_one_row(x, K, w, q5_tile_1_4, q5_dequant_blocks, N, bias, y, nthreads);
 }
 
 /* fp32 w [N, K] -> Q5_0 blocks by llama.cpp's rounding (d = the block's largest-magnitude value / -16).

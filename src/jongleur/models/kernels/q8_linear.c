@@ -9,6 +9,12 @@
  */
 #include "common.h"
 
+/* The int8 weight layout for the shared row loops (common.h): qweight [N, K] then scales [N, K/32]. */
+struct q8_matrix {
+    const int8_t *q;
+    const float *scales;
+};
+
 static inline __m256 dequant8(const int8_t *q, __m256 scale) {
     __m128i b = _mm_loadl_epi64((const __m128i *)q);
     return _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(b)), scale);
@@ -53,10 +59,13 @@ static inline __m256 dequant8(const int8_t *q, __m256 scale) {
  * weights' own rounding), four columns: int8 x int16 products summed exactly in int32 by
  * vpmaddwd (16 multiply-adds per instruction), then one fp32 FMA per block. About half the
  * instructions of converting every weight to fp32, which is what bounds one-row decode here. */
-static void tile_1_4_i16(const int16_t *xq, const float *xs, const int8_t *w, const float *s, long K, float *y,
+static void tile_1_4_i16(const int16_t *xq, const float *xs, const void *weights, long n0, long K, float *y,
                          const float *bias) {
+    const struct q8_matrix *wm = weights;
     __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
     const long nb = K / QK;
+    const int8_t *w = wm->q + n0 * K;
+    const float *s = wm->scales + n0 * nb;
     for (long b = 0; b < nb; b++) {
         const __m256i xlo = _mm256_loadu_si256((const __m256i *)(xq + b * QK));
         const __m256i xhi = _mm256_loadu_si256((const __m256i *)(xq + b * QK + 16));
@@ -69,19 +78,13 @@ static void tile_1_4_i16(const int16_t *xq, const float *xs, const int8_t *w, co
     for (int n = 0; n < 4; n++) y[n] = hsum(acc[n]) + (bias ? bias[n] : 0.0f);
 }
 
-TILE(1, 1, 2) TILE(2, 2, 2) TILE(3, 2, 1) TILE(4, 2, 1) TILE(2, 1, 2)
+TILE(2, 2, 2) TILE(3, 2, 1) TILE(4, 2, 1) TILE(2, 1, 2)
 TILE(3, 1, 2) TILE(4, 1, 2)
 
 typedef void (*tile_fn)(const float *, long, const int8_t *, const float *, long, float *, long, const float *);
 static const tile_fn PAIR_TILES[2][3] = { /* [columns - 1][rows - 2]: two to four rows */
     {tile_2_1, tile_3_1, tile_4_1},
     {tile_2_2, tile_3_2, tile_4_2},
-};
-
-/* The int8 weight layout for `linear_many_rows`: qweight [N, K] then scales [N, K/32]. */
-struct q8_matrix {
-    const int8_t *q;
-    const float *scales;
 };
 
 static void q8_dequant_blocks(const void *weights, long n, long K, long b0, long b1, float *out) {
@@ -100,22 +103,12 @@ static void q8_dequant_blocks(const void *weights, long n, long K, long b0, long
 void q8_linear(const float *x, long M, long K, long ldx, const int8_t *w, const float *scales, long N,
                const float *bias, float *y, long ldy, int nthreads) {
     const long nb = K / QK;
+    const struct q8_matrix wm = {w, scales};
     if (M == 1) {
-        const long quads = N / 4;
-        int16_t *xq = aligned_alloc(32, K * sizeof(int16_t));
-        float *xs = malloc(nb * sizeof(float));
-        quantize_row_i16(x, K, xq, xs);
-#pragma omp parallel for schedule(static) num_threads(nthreads)
-        for (long p = 0; p < quads; p++)
-            tile_1_4_i16(xq, xs, w + 4 * p * K, scales + 4 * p * nb, K, y + 4 * p, bias ? bias + 4 * p : 0);
-        free(xq);
-        free(xs);
-        for (long n = 4 * quads; n < N; n++)
-            tile_1_1(x, ldx, w + n * K, scales + n * nb, K, y + n, ldy, bias ? bias + n : 0);
+        linear_one_row(x, K, &wm, tile_1_4_i16, q8_dequant_blocks, N, bias, y, nthreads);
         return;
     }
     if (M > 4) {
-        const struct q8_matrix wm = {w, scales};
         linear_many_rows(x, M, K, ldx, &wm, q8_dequant_blocks, N, bias, y, ldy, nthreads);
         return;
     }
