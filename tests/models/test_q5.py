@@ -22,7 +22,7 @@ def test_a_q5_0_gguf_tensor_is_recovered_exactly():
     w = gguf_round_trip(torch.randn(37, 256) * torch.logspace(-4, 1, 256))  # blocks of very different sizes
     w[3, :64] = 0.0  # an all-zero block
     q = quantize_exact(w)
-    assert isinstance(q, Q5Weight) and q.nbytes == 37 * 256 // 32 * 24
+    assert isinstance(q, Q5Weight) and q.nbytes == 48 * 256 // 32 * 24  # columns padded to panels of 16
     assert torch.equal(q.dequantize(), w)
 
 
@@ -45,8 +45,8 @@ def test_kernel_matches_dense_matmul(m, n):
     q = quantize_exact(w)
     assert q is not None
     x, bias = torch.randn(m, 160), torch.randn(n)
-    # one row runs on int16-quantized activations (relative error ~1e-5); batches on fp32
-    tol = {"rtol": 1e-4, "atol": 2e-3} if m == 1 else {"rtol": 1e-5, "atol": 1e-4}
+    # activations run as int16 blocks of 32 (absmax / 32767): relative error ~1e-5 of the block
+    tol = {"rtol": 1e-4, "atol": 2e-3}
     torch.testing.assert_close(q5_linear(x, q), F.linear(x, w), **tol)
     torch.testing.assert_close(q5_linear(x, q, bias), F.linear(x, w, bias), **tol)
 
@@ -56,7 +56,7 @@ def test_strided_and_batched_inputs():
     w = gguf_round_trip(torch.randn(12, 64))
     q = quantize_exact(w)
     wide = torch.randn(5, 128)
-    torch.testing.assert_close(q5_linear(wide[:, :64], q), F.linear(wide[:, :64], w), rtol=1e-5, atol=1e-4)
+    torch.testing.assert_close(q5_linear(wide[:, :64], q), F.linear(wide[:, :64], w), rtol=1e-4, atol=1e-3)
     assert q5_linear(torch.randn(2, 3, 64), q).shape == (2, 3, 12)
     assert q5_linear(torch.empty(0, 64), q).shape == (0, 12)
     with pytest.raises(ValueError, match="float32 CPU input"):

@@ -16,12 +16,14 @@ def test_quantize_rounds_each_block_to_absmax_over_127():
     torch.manual_seed(0)
     w = torch.randn(7, 96) * torch.logspace(-3, 1, 96)  # blocks of very different magnitudes
     q = quantize(w)
-    assert q.qweight.dtype == torch.int8 and q.scales.shape == (7, 96 // BLOCK)
-    blocks = w.view(7, -1, BLOCK)
-    torch.testing.assert_close(q.scales, blocks.abs().amax(-1) / 127)
+    assert q.qweight.dtype == torch.int8 and q.shape == (7, 96)
+    scales = w.view(7, -1, BLOCK).abs().amax(-1) / 127
     assert int(q.qweight.abs().max()) == 127
     err = (q.dequantize() - w).view(7, -1, BLOCK).abs()
-    assert bool((err <= q.scales[:, :, None] / 2 * 1.0001).all())
+    assert bool((err <= scales[:, :, None] / 2 * 1.0001).all())
+    # each block is a multiple of its scale: the scale is absmax / 127
+    steps = q.dequantize().view(7, -1, BLOCK) / scales[:, :, None]
+    torch.testing.assert_close(steps, steps.round(), rtol=0, atol=1e-4)
 
 
 def test_zero_blocks_stay_zero():
@@ -40,8 +42,8 @@ def test_kernel_matches_dense_matmul(m, n):
     x = torch.randn(m, k)
     bias = torch.randn(n)
     dense = w.dequantize()
-    # one row runs on int16 activations (blocks of 32, absmax / 32767): relative error ~1e-5 of the block
-    tol = {"rtol": 1e-4, "atol": 1e-3} if m == 1 else {"rtol": 1e-5, "atol": 1e-4}
+    # activations run as int16 blocks of 32 (absmax / 32767): relative error ~1e-5 of the block
+    tol = {"rtol": 1e-4, "atol": 2e-3}
     torch.testing.assert_close(q8_linear(x, w), F.linear(x, dense), **tol)
     torch.testing.assert_close(q8_linear(x, w, bias), F.linear(x, dense, bias), **tol)
 
@@ -51,7 +53,7 @@ def test_kernel_takes_strided_rows_and_leading_dims():
     w = quantize(torch.randn(12, 64))
     wide = torch.randn(6, 100)
     x = wide[:, 10:74]  # rows with a stride of 100
-    torch.testing.assert_close(q8_linear(x, w), F.linear(x, w.dequantize()), rtol=1e-5, atol=1e-4)
+    torch.testing.assert_close(q8_linear(x, w), F.linear(x, w.dequantize()), rtol=1e-4, atol=1e-3)
     torch.testing.assert_close(q8_linear(x[:1], w), F.linear(x[:1], w.dequantize()), rtol=1e-4, atol=1e-3)
     x3 = torch.randn(2, 3, 64)
     assert q8_linear(x3, w).shape == (2, 3, 12)
@@ -66,4 +68,4 @@ def test_bad_shapes_and_dtypes_are_refused():
         q8_linear(torch.randn(2, 65), w)
     with pytest.raises(ValueError, match="multiple of 32"):
         quantize(torch.randn(4, 48))
-    assert isinstance(w, Q8Weight) and w.nbytes == 4 * 64 + 4 * 2 * 4
+    assert isinstance(w, Q8Weight) and w.nbytes == 16 * 64 + 16 * 2 * 4  # one panel of 16 columns

@@ -34,9 +34,10 @@ _PTR, _LONG, _INT, _FLOAT = ctypes.c_void_p, ctypes.c_long, ctypes.c_int, ctypes
 _SIGNATURES = {
     "q8_linear": [_PTR, _LONG, _LONG, _LONG, _PTR, _PTR, _LONG, _PTR, _PTR, _LONG, _INT],
     "q8_quantize": [_PTR, _LONG, _LONG, _PTR, _PTR],
-    "q5_linear": [_PTR, _LONG, _LONG, _LONG, _PTR, _LONG, _PTR, _PTR, _LONG, _INT],
-    "q5_quantize": [_PTR, _LONG, _LONG, _PTR],
-    "q5_dequantize": [_PTR, _LONG, _LONG, _PTR],
+    "q8_dequantize": [_PTR, _PTR, _LONG, _LONG, _PTR],
+    "q5_linear": [_PTR, _LONG, _LONG, _LONG, _PTR, _PTR, _LONG, _PTR, _PTR, _LONG, _INT],
+    "q5_quantize": [_PTR, _LONG, _LONG, _PTR, _PTR],
+    "q5_dequantize": [_PTR, _PTR, _LONG, _LONG, _PTR],
     "paged_decode_attention": [_PTR, _PTR, _PTR, _PTR, _LONG, _PTR, _PTR, _LONG, _LONG, _LONG, _LONG, _LONG,
                                _FLOAT, _LONG, _PTR, _INT],
     "rmsnorm": [_PTR, _LONG, _PTR, _LONG, _PTR, _PTR, _LONG, _LONG, _LONG, _FLOAT, _INT, _INT],

@@ -14,30 +14,33 @@ from dataclasses import dataclass
 import torch
 
 from jongleur.models.cpu_kernels import load_kernels
-from jongleur.models.q8 import BLOCK, linear_operands
+from jongleur.models.q8 import BLOCK, PANEL, linear_operands, panels
 
-BLOCK_BYTES = 24  # fp32 scale, 32 fifth bits, 32 nibbles
+GROUP_BYTES = 20  # 32 weights of a panel: 32 fifth bits, 32 nibbles (scales apart, fp32)
 
 
 @dataclass
 class Q5Weight:
-    """A `[out_features, in_features]` weight as Q5_0 blocks of 32 (24 bytes each)."""
+    """A `[out_features, in_features]` weight as Q5_0 blocks of 32, in the kernels' panel order
+    (16 columns; 20 bytes of bits per 32 weights plus an fp32 scale per column and block)."""
 
-    blocks: torch.Tensor  # [N, K // 32 * 24] uint8
+    groups: torch.Tensor  # [N / 16, K // 32 * 16 * 20] uint8
+    scales: torch.Tensor  # [N / 16, K // 32 * 16] float32
+    out_features: int
     in_features: int
 
     @property
     def shape(self) -> tuple[int, int]:
-        return (self.blocks.shape[0], self.in_features)
+        return (self.out_features, self.in_features)
 
     @property
     def nbytes(self) -> int:
-        return self.blocks.numel()
+        return self.groups.numel() + self.scales.numel() * 4
 
     def dequantize(self) -> torch.Tensor:
         n, k = self.shape
         out = torch.empty(n, k, dtype=torch.float32)
-        load_kernels().q5_dequantize(self.blocks.data_ptr(), n, k, out.data_ptr())
+        load_kernels().q5_dequantize(self.groups.data_ptr(), self.scales.data_ptr(), n, k, out.data_ptr())
         return out
 
 
@@ -47,9 +50,10 @@ def quantize_exact(weight: torch.Tensor) -> Q5Weight | None:
         return None
     w = weight.detach().to(device="cpu", dtype=torch.float32).contiguous()
     n, k = w.shape
-    blocks = torch.empty(n, k // BLOCK * BLOCK_BYTES, dtype=torch.uint8)
-    inexact = load_kernels().q5_quantize(w.data_ptr(), n, k, blocks.data_ptr())
-    return Q5Weight(blocks, k) if inexact == 0 else None
+    groups = torch.zeros(panels(n), k // BLOCK * PANEL * GROUP_BYTES, dtype=torch.uint8)
+    scales = torch.zeros(panels(n), k // BLOCK * PANEL, dtype=torch.float32)
+    inexact = load_kernels().q5_quantize(w.data_ptr(), n, k, groups.data_ptr(), scales.data_ptr())
+    return Q5Weight(groups, scales, n, k) if inexact == 0 else None
 
 
 def q5_linear(x: torch.Tensor, weight: Q5Weight, bias: torch.Tensor | None = None) -> torch.Tensor:
@@ -57,7 +61,7 @@ def q5_linear(x: torch.Tensor, weight: Q5Weight, bias: torch.Tensor | None = Non
     x2, y, bias = linear_operands(x, weight.shape, bias)
     if x2.shape[0]:
         load_kernels().q5_linear(
-            x2.data_ptr(), x2.shape[0], x2.shape[1], x2.stride(0), weight.blocks.data_ptr(), y.shape[1],
-            bias.data_ptr() if bias is not None else None, y.data_ptr(), y.shape[1], torch.get_num_threads(),
+            x2.data_ptr(), x2.shape[0], x2.shape[1], x2.stride(0), weight.groups.data_ptr(), weight.scales.data_ptr(),
+            y.shape[1], bias.data_ptr() if bias is not None else None, y.data_ptr(), y.shape[1], torch.get_num_threads(),
         )
     return y.view(*x.shape[:-1], y.shape[1])

@@ -2,7 +2,7 @@
 
 On CPUs without native bf16 (AVX2 + FMA only) a decode step is bound by reading fp32 weights
 (4 bytes each). Here weights are stored like GGUF's Q8_0: int8 with one fp32 scale per 32
-weights along the input dimension (1.125 bytes per weight); activations stay fp32, so only the
+weights along the input dimension (1.125 bytes per weight), in panels of 16 output columns; activations stay fp32, so only the
 weights are rounded, once, at load. The matmul is C (`kernels/q8_linear.c`, built and loaded by
 `cpu_kernels`); where it cannot be built, `auto` keeps fp32 and an explicit `int8` fails with the reason.
 """
@@ -16,18 +16,25 @@ import torch
 from jongleur.models.cpu_kernels import load_kernels
 
 BLOCK = 32
+PANEL = 16  # output columns per panel (kernels/common.h)
+
+
+def panels(n: int) -> int:
+    return (n + PANEL - 1) // PANEL
 
 
 @dataclass
 class Q8Weight:
-    """A `[out_features, in_features]` weight as int8 blocks of 32 with fp32 scales."""
+    """A `[out_features, in_features]` weight as int8 blocks of 32 with fp32 scales, in the kernels'
+    panel order (16 columns, k-pair major; columns padded to a multiple of 16)."""
 
-    qweight: torch.Tensor  # [N, K] int8
-    scales: torch.Tensor  # [N, K // 32] float32
+    qweight: torch.Tensor  # [N / 16, K * 16] int8
+    scales: torch.Tensor  # [N / 16, K // 32 * 16] float32
+    out_features: int
 
     @property
     def shape(self) -> tuple[int, int]:
-        return (self.qweight.shape[0], self.qweight.shape[1])
+        return (self.out_features, self.qweight.shape[1] // PANEL)
 
     @property
     def nbytes(self) -> int:
@@ -35,7 +42,9 @@ class Q8Weight:
 
     def dequantize(self) -> torch.Tensor:
         n, k = self.shape
-        return (self.qweight.float().view(n, k // BLOCK, BLOCK) * self.scales[:, :, None]).view(n, k)
+        out = torch.empty(n, k, dtype=torch.float32)
+        load_kernels().q8_dequantize(self.qweight.data_ptr(), self.scales.data_ptr(), n, k, out.data_ptr())
+        return out
 
 
 def quantize(weight: torch.Tensor) -> Q8Weight:
@@ -45,10 +54,10 @@ def quantize(weight: torch.Tensor) -> Q8Weight:
     lib = load_kernels()
     w = weight.detach().to(device="cpu", dtype=torch.float32).contiguous()
     n, k = w.shape
-    qweight = torch.empty(n, k, dtype=torch.int8)
-    scales = torch.empty(n, k // BLOCK, dtype=torch.float32)
+    qweight = torch.zeros(panels(n), k * PANEL, dtype=torch.int8)
+    scales = torch.zeros(panels(n), k // BLOCK * PANEL, dtype=torch.float32)
     lib.q8_quantize(w.data_ptr(), n, k, qweight.data_ptr(), scales.data_ptr())
-    return Q8Weight(qweight, scales)
+    return Q8Weight(qweight, scales, n)
 
 
 def q8_linear(x: torch.Tensor, weight: Q8Weight, bias: torch.Tensor | None = None) -> torch.Tensor:
