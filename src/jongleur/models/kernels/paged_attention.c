@@ -33,6 +33,52 @@ static inline void axpy(float a, const float *x, float *y, long n) {
     for (; i < n; i++) y[i] += a * x[i];
 }
 
+/* Keys and values are read through the block table, so the hardware prefetcher loses the stream at
+ * every block boundary (a block's rows for one KV head are 256-byte pieces 512 bytes apart, in
+ * blocks placed anywhere in the pool): fetch the row that comes AHEAD tokens later ourselves. */
+#ifndef AHEAD
+#define AHEAD 16
+#endif
+static inline void prefetch_row(const float *row, long hd) {
+    for (long i = 0; i < hd; i += 16) _mm_prefetch((const char *)(row + i), _MM_HINT_T0);
+}
+
+/* The four sums of a0..a3, as the four lanes of one vector. */
+static inline __m128 hsum4(__m256 a0, __m256 a1, __m256 a2, __m256 a3) {
+    const __m256 t = _mm256_hadd_ps(_mm256_hadd_ps(a0, a1), _mm256_hadd_ps(a2, a3));
+    return _mm_add_ps(_mm256_castps256_ps128(t), _mm256_extractf128_ps(t, 1));
+}
+
+/* scores[g * n + j] = scale * q_g . k_j for the G query heads of a group: each key is read once per
+ * four heads and the four dot products are reduced together (one hsum per head and key cost more
+ * than the multiply-adds). */
+static void group_scores(const float *q, long G, long hd, const float *k_cache, const long *rows, long n,
+                         float scale, float *scores) {
+    if (hd % 8) {
+        for (long j = 0; j < n; j++)
+            for (long g = 0; g < G; g++) scores[g * n + j] = dot(q + g * hd, k_cache + rows[j], hd) * scale;
+        return;
+    }
+    const __m128 vscale = _mm_set1_ps(scale);
+    for (long g0 = 0; g0 < G; g0 += 4) {
+        const long gn = G - g0 < 4 ? G - g0 : 4;
+        const float *qg = q + g0 * hd;
+        for (long j = 0; j < n; j++) {
+            const float *k = k_cache + rows[j];
+            if (g0 == 0 && j + AHEAD < n) prefetch_row(k_cache + rows[j + AHEAD], hd);
+            __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+            for (long c = 0; c < hd; c += 8) {
+                const __m256 kv = _mm256_loadu_ps(k + c);
+                _Pragma("GCC unroll 4") for (int i = 0; i < 4; i++)
+                    if (i < gn) acc[i] = _mm256_fmadd_ps(_mm256_loadu_ps(qg + i * hd + c), kv, acc[i]);
+            }
+            float s[4];
+            _mm_storeu_ps(s, _mm_mul_ps(hsum4(acc[0], acc[1], acc[2], acc[3]), vscale));
+            for (long i = 0; i < gn; i++) scores[(g0 + i) * n + j] = s[i];
+        }
+    }
+}
+
 /* out[g] = sum_j p[g * n + j] * v_j for the G query heads of a group (out[g] zeroed by the caller):
  * eight dimensions and up to eight heads at a time, so the sums stay in registers while the values
  * stream past (one load per value vector and one broadcast per weight, instead of a load and a
@@ -51,6 +97,7 @@ static void weighted_values(const float *p, long n, long G, const float *v_cache
             __m256 acc[8];
             _Pragma("GCC unroll 8") for (int i = 0; i < 8; i++) acc[i] = _mm256_setzero_ps();
             for (long j = 0; j < n; j++) {
+                if (c == 0 && j + AHEAD < n) prefetch_row(v_cache + rows[j + AHEAD], hd);
                 const __m256 v = _mm256_loadu_ps(v_cache + rows[j] + c);
                 _Pragma("GCC unroll 8") for (int i = 0; i < 8; i++)
                     if (i < gn) acc[i] = _mm256_fmadd_ps(_mm256_broadcast_ss(pg + i * n + j), v, acc[i]);
@@ -96,10 +143,7 @@ void paged_decode_attention(const float *q, const float *k_cache, const float *v
             }
             const float *qd = q + (d * H + kvh * G) * hd;
             float *od = out + (d * H + kvh * G) * hd;
-            for (long j = 0; j < n; j++) {
-                const float *k = k_cache + rows[j];
-                for (long g = 0; g < G; g++) scores[g * n + j] = dot(qd + g * hd, k, hd) * scale;
-            }
+            group_scores(qd, G, hd, k_cache, rows, n, scale, scores);
             for (long g = 0; g < G; g++) {
                 float *s = scores + g * n, mx = -INFINITY, sum = 0.0f;
                 for (long j = 0; j < n; j++) mx = s[j] > mx ? s[j] : mx;
