@@ -105,6 +105,11 @@ static inline void scale_block(__m256 f[2], __m256i a0, __m256i a1, float xscale
 /* MT rows (xq [MT][K], block scales xs [MT][K/32]) against a panel unpacked to int16 (wq, block
  * scales ws): y[MT][nt] (+ bias). */
 #define UNROLL _Pragma("GCC unroll 8")
+#define PRAGMA_STRING(x) _Pragma(#x)
+#define UNROLL_BY(n) PRAGMA_STRING(GCC unroll n)
+#ifndef PAIR_UNROLL
+#define PAIR_UNROLL 16
+#endif
 #define ITILE(MT)                                                                                  \
     static void itile_##MT(const int16_t *xq, const float *xs, long K, const int16_t *wq, const float *ws, \
                            float *y, long ldy, const float *bias, long nt) {                        \
@@ -115,7 +120,7 @@ static inline void scale_block(__m256 f[2], __m256i a0, __m256i a1, float xscale
             __m256i a[MT][2];                                                                      \
             UNROLL for (int m = 0; m < MT; m++) a[m][0] = a[m][1] = _mm256_setzero_si256();        \
             const int16_t *wb = wq + b * QK * PANEL;                                               \
-            _Pragma("GCC unroll 2") for (int j = 0; j < PAIRS; j++) {                              \
+            UNROLL_BY(PAIR_UNROLL) for (int j = 0; j < PAIRS; j++) {                              \
                 const __m256i w0 = _mm256_load_si256((const __m256i *)(wb + j * 2 * PANEL));       \
                 const __m256i w1 = _mm256_load_si256((const __m256i *)(wb + j * 2 * PANEL + 16));  \
                 UNROLL for (int m = 0; m < MT; m++) pair_step(&a[m][0], &a[m][1], xq + m * K + b * QK + 2 * j, w0, w1); \
