@@ -2,8 +2,8 @@
  * k-pair major: for each pair of input positions, the 16 columns' two weights side by side, so
  * one vpmaddwd multiplies two k of eight columns by a broadcast pair of int16 activations and adds
  * them (16 multiply-adds an instruction, twice an fp32 FMA's 8 at the same issue rate). Sums are
- * exact in int32 within a block of 32 k, then scaled (weight scale per column and block, activation
- * scale per row and block) into fp32. A format (q8, q5) only says how a block of a panel unpacks
+ * exact in int32 within a block of 32 k, then scaled by the weight scales (per column and block)
+ * into fp32 sums, and those by the activation row's one scale. A format (q8, q5) only says how a block of a panel unpacks
  * to int16. Static: each kernel file gets its own copy. */
 #ifndef JONGLEUR_KERNELS_COMMON_H
 #define JONGLEUR_KERNELS_COMMON_H
@@ -39,9 +39,9 @@ struct panel_matrix {
 /* Blocks b0..b1-1 of panel p as int16, k-pair major: out[(b - b0) * 512 + pair * 32 + column * 2 + (k & 1)]. */
 typedef void (*unpack_panel_fn)(const void *q, long p, long K, long b0, long b1, int16_t *out);
 
-/* One row of int16 activations against panel p: y16[16] = the fp32 sums (no bias). */
-typedef void (*row_tile_fn)(const int16_t *xq, const float *xs, const struct panel_matrix *w, long p, long K,
-                            float *y16);
+/* One row of int16 activations against panel p: f = the 16 columns' fp32 sums, before the row's
+ * scale and the bias. */
+typedef void (*row_tile_fn)(const int16_t *xq, const struct panel_matrix *w, long p, long K, __m256 f[2]);
 
 static inline float hmax(__m256 v) {
     __m128 m = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
@@ -56,28 +56,23 @@ static inline __m256i round_away(__m256 v) {
     return _mm256_cvttps_epi32(_mm256_add_ps(v, half));
 }
 
-/* x [K] -> int16 blocks of 32 with one fp32 scale each (absmax / 32767; |error| <= absmax / 65534,
- * far below any weight format's own rounding). Vectorized: a batch quantizes all its rows per call,
- * and the scalar loop cost as much as a tenth of the multiply it fed. */
-static void quantize_row_i16(const float *x, long K, int16_t *xq, float *xs) {
+/* x [K] -> int16 xq with one fp32 scale for the row (absmax / 32767), returned. One scale per row,
+ * not per block, so that a block's int32 sums need only its weight scales: the per-block product of
+ * the two scales cost a fifth of the batch tiles' time. The rounding (at most absmax / 65534 per
+ * value) stays far below the weights' own; bench/quality.py measures the whole mode. */
+static float quantize_row_i16(const float *x, long K, int16_t *xq) {
     const __m256 abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7FFFFFFF));
-    for (long b = 0; b < K / QK; b++) {
-        __m256 v[4], amax = _mm256_setzero_ps();
-        for (int i = 0; i < 4; i++) {
-            v[i] = _mm256_loadu_ps(x + b * QK + 8 * i);
-            amax = _mm256_max_ps(amax, _mm256_and_ps(v[i], abs_mask));
-        }
-        const float d = hmax(amax) / 32767.0f, inv = d > 0 ? 1.0f / d : 0.0f;
-        xs[b] = d;
-        const __m256 vinv = _mm256_set1_ps(inv);
-        for (int h = 0; h < 2; h++) {
-            const __m256i lo = round_away(_mm256_mul_ps(v[2 * h], vinv));
-            const __m256i hi = round_away(_mm256_mul_ps(v[2 * h + 1], vinv));
-            /* packs interleaves 128-bit lanes: the permute puts the sixteen back in order */
-            const __m256i packed = _mm256_permute4x64_epi64(_mm256_packs_epi32(lo, hi), 0xD8);
-            _mm256_storeu_si256((__m256i *)(xq + b * QK + 16 * h), packed);
-        }
+    __m256 amax = _mm256_setzero_ps();
+    for (long k = 0; k < K; k += 8) amax = _mm256_max_ps(amax, _mm256_and_ps(_mm256_loadu_ps(x + k), abs_mask));
+    const float d = hmax(amax) / 32767.0f, inv = d > 0 ? 1.0f / d : 0.0f;
+    const __m256 vinv = _mm256_set1_ps(inv);
+    for (long k = 0; k < K; k += 16) {
+        const __m256i lo = round_away(_mm256_mul_ps(_mm256_loadu_ps(x + k), vinv));
+        const __m256i hi = round_away(_mm256_mul_ps(_mm256_loadu_ps(x + k + 8), vinv));
+        /* packs interleaves 128-bit lanes: the permute puts the sixteen back in order */
+        _mm256_storeu_si256((__m256i *)(xq + k), _mm256_permute4x64_epi64(_mm256_packs_epi32(lo, hi), 0xD8));
     }
+    return d;
 }
 
 /* a0 += pair * w0, a1 += pair * w1 (eight columns each; pair = two int16 activations). In assembly
@@ -95,15 +90,23 @@ static inline void pair_step(__m256i *a0, __m256i *a1, const int16_t *pair, __m2
             : [x] "m"(*(const int32_t *)pair), [w0] "x"(w0), [w1] "x"(w1));
 }
 
-/* f += the block's int32 sums a0, a1 (columns 0-7, 8-15) times their scales (xscale * ws[16]). */
-static inline void scale_block(__m256 f[2], __m256i a0, __m256i a1, float xscale, const float *ws) {
-    const __m256 xsc = _mm256_set1_ps(xscale);
-    f[0] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(a0), _mm256_mul_ps(xsc, _mm256_loadu_ps(ws)), f[0]);
-    f[1] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(a1), _mm256_mul_ps(xsc, _mm256_loadu_ps(ws + 8)), f[1]);
+/* f += the block's int32 sums a0, a1 (columns 0-7, 8-15) times their weight scales s0, s1. */
+static inline void scale_block(__m256 f[2], __m256i a0, __m256i a1, __m256 s0, __m256 s1) {
+    f[0] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(a0), s0, f[0]);
+    f[1] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(a1), s1, f[1]);
 }
 
-/* MT rows (xq [MT][K], block scales xs [MT][K/32]) against a panel unpacked to int16 (wq, block
- * scales ws): y[MT][nt] (+ bias). */
+/* y[0..nt) = f * xscale (+ bias): a tile row's sums to outputs. */
+static inline void store_row(const __m256 f[2], float xscale, const float *bias, long nt, float *y) {
+    float out[PANEL];
+    const __m256 xsc = _mm256_set1_ps(xscale);
+    _mm256_storeu_ps(out, _mm256_mul_ps(f[0], xsc));
+    _mm256_storeu_ps(out + 8, _mm256_mul_ps(f[1], xsc));
+    for (long n = 0; n < nt; n++) y[n] = out[n] + (bias ? bias[n] : 0.0f);
+}
+
+/* MT rows (xq [MT][K], row scales xs [MT]) against a panel unpacked to int16 (wq, block scales
+ * ws): y[MT][nt] (+ bias). */
 #define UNROLL _Pragma("GCC unroll 8")
 #define PRAGMA_STRING(x) _Pragma(#x)
 #define UNROLL_BY(n) PRAGMA_STRING(GCC unroll n)
@@ -125,15 +128,10 @@ static inline void scale_block(__m256 f[2], __m256i a0, __m256i a1, float xscale
                 const __m256i w1 = _mm256_load_si256((const __m256i *)(wb + j * 2 * PANEL + 16));  \
                 UNROLL for (int m = 0; m < MT; m++) pair_step(&a[m][0], &a[m][1], xq + m * K + b * QK + 2 * j, w0, w1); \
             }                                                                                      \
-            UNROLL for (int m = 0; m < MT; m++) scale_block(f[m], a[m][0], a[m][1], xs[m * nb + b], ws + b * PANEL); \
+            const __m256 s0 = _mm256_loadu_ps(ws + b * PANEL), s1 = _mm256_loadu_ps(ws + b * PANEL + 8); \
+            UNROLL for (int m = 0; m < MT; m++) scale_block(f[m], a[m][0], a[m][1], s0, s1);       \
         }                                                                                          \
-        float out[MT][PANEL];                                                                      \
-        UNROLL for (int m = 0; m < MT; m++) {                                                      \
-            _mm256_storeu_ps(out[m], f[m][0]);                                                     \
-            _mm256_storeu_ps(out[m] + 8, f[m][1]);                                                 \
-        }                                                                                          \
-        for (int m = 0; m < MT; m++)                                                               \
-            for (long n = 0; n < nt; n++) y[m * ldy + n] = out[m][n] + (bias ? bias[n] : 0.0f);    \
+        for (int m = 0; m < MT; m++) store_row(f[m], xs[m], bias, nt, y + m * ldy);                \
     }
 
 ITILE(1) ITILE(2) ITILE(3) ITILE(4) ITILE(5) ITILE(6)
@@ -156,26 +154,26 @@ static void linear_panels(const float *x, long M, long K, long ldx, const struct
         linear_panels(x, ROWS_PER_PASS, K, ldx, w, unpack, row, N, bias, y, ldy, nthreads);
     const long nb = K / QK, panels = (N + PANEL - 1) / PANEL;
     int16_t *xq = aligned_alloc(32, M * K * sizeof(int16_t));
-    float *xs = malloc(M * nb * sizeof(float));
+    float *xs = malloc(M * sizeof(float));
 #pragma omp parallel num_threads(nthreads)
     {
 #pragma omp for schedule(static)
-        for (long m = 0; m < M; m++) quantize_row_i16(x + m * ldx, K, xq + m * K, xs + m * nb);
+        for (long m = 0; m < M; m++) xs[m] = quantize_row_i16(x + m * ldx, K, xq + m * K);
         int16_t *wq = M > 1 ? aligned_alloc(32, K * PANEL * sizeof(int16_t)) : NULL;
 #pragma omp for schedule(static)
         for (long p = 0; p < panels; p++) {
             const long n0 = p * PANEL, cols = N - n0 < PANEL ? N - n0 : PANEL;
             if (M == 1) {
-                float out[PANEL];
-                row(xq, xs, w, p, K, out);
-                for (long n = 0; n < cols; n++) y[n0 + n] = out[n] + (bias ? bias[n0 + n] : 0.0f);
+                __m256 f[2];
+                row(xq, w, p, K, f);
+                store_row(f, xs[0], bias ? bias + n0 : 0, cols, y + n0);
                 continue;
             }
             unpack(w->q, p, K, 0, nb, wq);
             const float *ws = w->scales + p * nb * PANEL;
             for (long m = 0; m < M; m += IMT) {
                 const int mt = (M - m) < IMT ? (int)(M - m) : IMT;
-                ITILES[mt - 1](xq + m * K, xs + m * nb, K, wq, ws, y + m * ldy + n0, ldy, bias ? bias + n0 : 0, cols);
+                ITILES[mt - 1](xq + m * K, xs + m, K, wq, ws, y + m * ldy + n0, ldy, bias ? bias + n0 : 0, cols);
             }
         }
         free(wq);

@@ -68,11 +68,10 @@ static void q5_unpack_panel(const void *q, long p, long K, long b0, long b1, int
     }
 }
 
-static void q5_row_tile(const int16_t *xq, const float *xs, const struct panel_matrix *w, long p, long K,
-                        float *y16) {
+static void q5_row_tile(const int16_t *xq, const struct panel_matrix *w, long p, long K, __m256 f[2]) {
     const long nb = K / QK;
     const float *ws = w->scales + p * nb * PANEL;
-    __m256 f[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
+    f[0] = f[1] = _mm256_setzero_ps();
     for (long b = 0; b < nb; b++) {
         const char *block = (const char *)q5_group_at(w->q, p, nb, b, 0, 0);
         for (int i = 0; i < 2 * GROUPS * (int)sizeof(struct q5_group); i += 64)
@@ -85,10 +84,8 @@ static void q5_row_tile(const int16_t *xq, const float *xs, const struct panel_m
             pair_step(&a0, &a1, xq + b * QK + 4 * g, lo0, lo1);
             pair_step(&a0, &a1, xq + b * QK + 4 * g + 2, hi0, hi1);
         }
-        scale_block(f, a0, a1, xs[b], ws + b * PANEL);
+        scale_block(f, a0, a1, _mm256_loadu_ps(ws + b * PANEL), _mm256_loadu_ps(ws + b * PANEL + 8));
     }
-    _mm256_storeu_ps(y16, f[0]);
-    _mm256_storeu_ps(y16 + 8, f[1]);
 }
 
 /* x [M, K] (row stride ldx), groups and scales in panel order (above), bias [N] or NULL, y [M, N]

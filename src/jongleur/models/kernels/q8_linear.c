@@ -25,11 +25,10 @@ static void q8_unpack_panel(const void *q, long p, long K, long b0, long b1, int
     }
 }
 
-static void q8_row_tile(const int16_t *xq, const float *xs, const struct panel_matrix *w, long p, long K,
-                        float *y16) {
+static void q8_row_tile(const int16_t *xq, const struct panel_matrix *w, long p, long K, __m256 f[2]) {
     const long nb = K / QK;
     const float *ws = w->scales + p * nb * PANEL;
-    __m256 f[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
+    f[0] = f[1] = _mm256_setzero_ps();
     for (long b = 0; b < nb; b++) {
         const int8_t *src = q8_block(w->q, p, K, b);
         __m256i a0 = _mm256_setzero_si256(), a1 = _mm256_setzero_si256();
@@ -39,10 +38,8 @@ static void q8_row_tile(const int16_t *xq, const float *xs, const struct panel_m
             const __m256i w1 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(src + j * 32 + 16)));
             pair_step(&a0, &a1, xq + b * QK + 2 * j, w0, w1);
         }
-        scale_block(f, a0, a1, xs[b], ws + b * PANEL);
+        scale_block(f, a0, a1, _mm256_loadu_ps(ws + b * PANEL), _mm256_loadu_ps(ws + b * PANEL + 8));
     }
-    _mm256_storeu_ps(y16, f[0]);
-    _mm256_storeu_ps(y16 + 8, f[1]);
 }
 
 /* x [M, K] (row stride ldx), q and scales in panel order (above), bias [N] or NULL, y [M, N] (row
