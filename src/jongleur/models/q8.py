@@ -1,10 +1,12 @@
-"""Weight-only int8 linears for CPUs: the engine's `int8` dtype.
+"""Int8 linears for CPUs: the engine's `int8` dtype.
 
 On CPUs without native bf16 (AVX2 + FMA only) a decode step is bound by reading fp32 weights
 (4 bytes each). Here weights are stored like GGUF's Q8_0: int8 with one fp32 scale per 32
-weights along the input dimension (1.125 bytes per weight), in panels of 16 output columns; activations stay fp32, so only the
-weights are rounded, once, at load. The matmul is C (`kernels/q8_linear.c`, built and loaded by
-`cpu_kernels`); where it cannot be built, `auto` keeps fp32 and an explicit `int8` fails with the reason.
+weights along the input dimension (1.125 bytes per weight), in panels of 16 output columns. The
+activations stay fp32 between layers; each linear quantizes its input rows to int16 (one scale per
+row, an error far below the weights' rounding) so that the products run on the integer units. The
+matmul is C (`kernels/q8_linear.c`, built and loaded by `cpu_kernels`); where it cannot be built,
+`auto` keeps fp32 and an explicit `int8` fails with the reason.
 """
 
 from __future__ import annotations
