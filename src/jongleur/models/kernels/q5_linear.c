@@ -8,8 +8,6 @@
  * being 16 bytes of nibbles and a 32-bit word of fifth bits (20 bytes). The scales d are fp32 (GGUF
  * has fp16: no conversion on the hot path), [N/16][K/32][16] like every panel format's.
  */
-#include <string.h>
-
 #include "common.h"
 
 struct q5_group {
@@ -52,10 +50,10 @@ static inline void q5_unpack(const struct q5_group *b, __m256i *lo, __m256i *hi)
     *hi = _mm256_or_si256(high, _mm256_andnot_si256(set_hi, minus16));
 }
 
-static void q5_unpack_panel(const void *q, long p, long K, long b0, long b1, int16_t *out) {
+static void q5_unpack_panel(const void *q, long p, long K, int16_t *out) {
     const long nb = K / QK;
-    for (long b = b0; b < b1; b++) {
-        int16_t *dst = out + (b - b0) * QK * PANEL;
+    for (long b = 0; b < nb; b++) {
+        int16_t *dst = out + b * QK * PANEL;
         _mm_prefetch((const char *)q5_group_at(q, p, nb, b, 0, 0) + PREFETCH, _MM_HINT_T0);
         _mm_prefetch((const char *)q5_group_at(q, p, nb, b, 1, 0) + PREFETCH, _MM_HINT_T0);
         for (int h = 0; h < 2; h++)

@@ -13,15 +13,12 @@ static inline const int8_t *q8_block(const void *q, long p, long K, long b) {
     return (const int8_t *)q + p * K * PANEL + b * QK * PANEL;
 }
 
-static void q8_unpack_panel(const void *q, long p, long K, long b0, long b1, int16_t *out) {
-    for (long b = b0; b < b1; b++) {
-        const int8_t *src = q8_block(q, p, K, b);
-        int16_t *dst = out + (b - b0) * QK * PANEL;
-        for (int i = 0; i < QK * PANEL; i += 32) {
-            const __m256i v = _mm256_loadu_si256((const __m256i *)(src + i));
-            _mm256_store_si256((__m256i *)(dst + i), _mm256_cvtepi8_epi16(_mm256_castsi256_si128(v)));
-            _mm256_store_si256((__m256i *)(dst + i + 16), _mm256_cvtepi8_epi16(_mm256_extracti128_si256(v, 1)));
-        }
+static void q8_unpack_panel(const void *q, long p, long K, int16_t *out) {
+    const int8_t *src = q8_block(q, p, K, 0);
+    for (long i = 0; i < K * PANEL; i += 32) {
+        const __m256i v = _mm256_loadu_si256((const __m256i *)(src + i));
+        _mm256_store_si256((__m256i *)(out + i), _mm256_cvtepi8_epi16(_mm256_castsi256_si128(v)));
+        _mm256_store_si256((__m256i *)(out + i + 16), _mm256_cvtepi8_epi16(_mm256_extracti128_si256(v, 1)));
     }
 }
 
