@@ -11,7 +11,15 @@ every layer:
   time (one `index_select` per layer on the cache viewed as `[blocks, block_size, ...]`) into a
   padded `[D, Lmax]` context, and attended by one SDPA call with a bool mask built once per step
   (measured faster here than matmul-softmax-matmul, which pays for permuted copies);
-- prefill chunks are computed one sequence at a time (their queries are many tokens) with SDPA,
+- on CPU with jongleur's kernels, every row of the step (decode or prefill) goes through the paged
+  kernel as a query of its own with its own context length (`AttentionMetadata.rows`): a token's
+  attention is then the same bits whichever way it is scheduled (alone, in a batch, in a prefill
+  chunk, after a prefix-cache hit). Int8 activations round every linear's input, so a difference
+  in the last bit upstream can tip a rounding and move a logprob by ~0.02: seeded sampling stays
+  reproducible only if nothing upstream depends on the batch. The kernel reads each row's context
+  (quadratic in a chunk's length, as SDPA's work is): a 474-token prefill step spends about what
+  SDPA did;
+- elsewhere, prefill chunks are computed one sequence at a time (their queries are many tokens) with SDPA,
   on 4-D inputs (a batch of one): torch 2.13's CPU SDPA takes its fused flash kernel only for 4-D
   and falls back to the math path for 3-D (237-token causal chunk: 3.2 vs 9.7 ms);
   a chunk with no earlier context attends to its own fresh K/V directly (no gather, causal).
@@ -38,6 +46,15 @@ class PrefillSpan:
 
 
 @dataclass
+class RowContexts:
+    """Each row of a step as one query: its sequence's block table, context length and position."""
+
+    block_tables: torch.Tensor  # [T, max_blocks] long (padded with block 0)
+    context_lens: torch.Tensor  # [T] long
+    positions: torch.Tensor  # [T] long
+
+
+@dataclass
 class AttentionMetadata:
     slot_mapping: torch.Tensor  # [T] long
     prefills: list[PrefillSpan]
@@ -48,6 +65,8 @@ class AttentionMetadata:
     block_size: int = 16
     # rows of the decodes as a slice when they are contiguous in the batch (the usual case)
     decode_rows: slice | None = None
+    # every row of the step as its own query (the CPU kernel's view): [T, max_blocks], [T], [T]
+    rows: RowContexts | None = None
     # Cached additive masks per (sliding window, dtype), built lazily once per step.
     _decode_masks: dict = field(default_factory=dict)
 
@@ -122,7 +141,7 @@ def _decode_attention(
 ) -> torch.Tensor:  # [D, H, hd]
     d, num_heads, head_dim = q.shape
     num_kv_heads = k_cache.shape[1]
-    if q.device.type == "cpu" and q.dtype == k_cache.dtype == torch.float32 and kernels_available():
+    if _uses_cpu_kernel(q, k_cache):
         return _decode_attention_cpu_kernel(q, k_cache, v_cache, meta, scale, sliding_window)
     bs = meta.block_size
     blocks = meta.decode_block_tables
@@ -152,14 +171,29 @@ def _decode_attention_cpu_kernel(
     """The same attention in C (`models/kernels/paged_attention.c`): keys and values read in place
     through the block table, one task per (sequence, KV head). At 16 sequences it measured several
     times faster than the gather + SDPA path, whose cost was the copies and the mask."""
+    return _rows_attention_cpu_kernel(
+        q, k_cache, v_cache, RowContexts(meta.decode_block_tables, meta.decode_context_lens, meta.decode_positions),
+        meta.block_size, scale, sliding_window,
+    )
+
+
+def _uses_cpu_kernel(q: torch.Tensor, k_cache: torch.Tensor) -> bool:
+    return q.device.type == "cpu" and q.dtype == k_cache.dtype == torch.float32 and kernels_available()
+
+
+def _rows_attention_cpu_kernel(
+    q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, rows: RowContexts, block_size: int, scale: float,
+    sliding_window: int | None,
+) -> torch.Tensor:
+    """q [R, H, hd], one query per row, each against its own context (`rows`)."""
     d, num_heads, head_dim = q.shape
     q = q.contiguous()
     out = torch.empty_like(q)
-    tables = meta.decode_block_tables.contiguous()
-    lens, positions = meta.decode_context_lens.contiguous(), meta.decode_positions.contiguous()
+    tables = rows.block_tables.contiguous()
+    lens, positions = rows.context_lens.contiguous(), rows.positions.contiguous()
     load_kernels().paged_decode_attention(
         q.data_ptr(), k_cache.data_ptr(), v_cache.data_ptr(), tables.data_ptr(), tables.shape[1], lens.data_ptr(),
-        positions.data_ptr(), d, num_heads, k_cache.shape[1], head_dim, meta.block_size, scale,
+        positions.data_ptr(), d, num_heads, k_cache.shape[1], head_dim, block_size, scale,
         sliding_window or 0, out.data_ptr(), torch.get_num_threads(),
     )
     return out
@@ -180,6 +214,8 @@ def paged_attention(
     q: [T, H, D]; k, v: [T, KVH, D]; caches: [slots, KVH, D]. Returns [T, H, D].
     """
     write_kv(k_cache, v_cache, k, v, meta.slot_mapping)
+    if meta.prefills and meta.rows is not None and _uses_cpu_kernel(q, k_cache):
+        return _rows_attention_cpu_kernel(q, k_cache, v_cache, meta.rows, meta.block_size, scale, sliding_window)
     num_heads, num_kv_heads = q.shape[1], k.shape[1]
     gqa = num_heads != num_kv_heads
     if not meta.prefills and meta.decode_rows is not None and meta.decode_rows == slice(0, q.shape[0]):
@@ -238,12 +274,14 @@ def build_attention_metadata(
     A span with one new token and a non-empty context is batched as a decode.
     """
     prefills: list[PrefillSpan] = []
+    span_tables: list[list[int]] = []
     dec_rows: list[int] = []
     dec_tables: list[list[int]] = []
     dec_positions: list[int] = []
     slot_parts: list[torch.Tensor] = []
     row = 0
     for block_table, computed, new in spans:
+        span_tables.append(block_table[: -(-(computed + new) // block_size)])
         if new == 1 and computed > 0:
             dec_rows.append(row)
             nblocks = computed // block_size + 1
@@ -285,6 +323,20 @@ def build_attention_metadata(
         decode_positions=positions.to(device),
         block_size=block_size,
         decode_rows=slice(dec_rows[0], dec_rows[0] + d) if contiguous else None,
+        rows=_row_contexts(spans, span_tables, device) if prefills else None,
+    )
+
+
+def _row_contexts(spans: list[tuple[list[int], int, int]], tables: list[list[int]], device: torch.device) -> RowContexts:
+    """Every row of the step as a query of its own (see the module docstring)."""
+    width = max(len(t) for t in tables)
+    padded = torch.tensor([t + [0] * (width - len(t)) for t in tables], dtype=torch.long)
+    counts = torch.tensor([new for _, _, new in spans], dtype=torch.long)
+    positions = torch.cat([torch.arange(computed, computed + new, dtype=torch.long) for _, computed, new in spans])
+    return RowContexts(
+        block_tables=padded.repeat_interleave(counts, dim=0).to(device),
+        context_lens=(positions + 1).to(device),
+        positions=positions.to(device),
     )
 
 
