@@ -104,3 +104,13 @@ def gguf_round_trip(w: torch.Tensor, kind=None) -> torch.Tensor:
     kind = GGMLQuantizationType.Q5_0 if kind is None else kind
     data = quants.quantize(w.numpy().astype(np.float32), kind)
     return torch.from_numpy(np.ascontiguousarray(quants.dequantize(data, kind))).float().reshape(w.shape)
+
+
+def int8_blocks(x: torch.Tensor) -> torch.Tensor:
+    """x as the Q5_0 kernel sees it: int8 per block of 32 along the last dim (scale absmax / 127,
+    rounded half away from zero from x * (1 / scale), in fp32), back to fp32."""
+    blocks = x.reshape(*x.shape[:-1], -1, 32)
+    d = blocks.abs().amax(-1, keepdim=True) / 127.0
+    inv = torch.where(d > 0, 1.0 / d, torch.zeros_like(d))
+    v = blocks * inv
+    return (torch.sign(v) * torch.floor(v.abs() + 0.5) * d).reshape(x.shape)

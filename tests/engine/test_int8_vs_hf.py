@@ -88,22 +88,64 @@ def q5_model_dir(tmp_path_factory, tiny_qwen2_dir):
     return out
 
 
+def check_near_reference(hf, prompts, result, tol=0.05):
+    """Teacher-forced: each token we chose is (within tol) the reference's most likely one, and our
+    logprob for it is within tol of the reference's, at every step (so one near-tie taken the
+    other way does not send the rest of the comparison down another path)."""
+    for i, prompt in enumerate(prompts):
+        tokens, ours = result["tokens"][f"r{i}"], torch.tensor(result["logprobs"][f"r{i}"])
+        assert len(tokens) == NEW_TOKENS
+        with torch.no_grad():
+            logits = hf(torch.tensor([prompt + tokens])).logits[0, len(prompt) - 1 : -1].float()
+        ref = torch.log_softmax(logits, -1)
+        chosen = ref[torch.arange(len(tokens)), torch.tensor(tokens)]
+        assert (chosen >= ref.max(-1).values - tol).all(), f"request {i} took a token the reference ranks low"
+        assert (chosen - ours).abs().max() < tol, f"request {i} logprobs"
+
+
 def test_q5_0_weights_run_as_q5_and_match_reference(q5_model_dir):
+    """Q5_0 weights meet their activations as int8 blocks of 32 (as llama.cpp does). The reference
+    rounds every linear's input the same way; the order of fp32 sums still moves a value across a
+    rounding edge now and then (a 1e-6 relative nudge of the reference's inputs moves its logprobs
+    by ~0.02 on this tiny model), so the check is teacher-forced with a tolerance."""
     import transformers
+    from tiny_model import int8_blocks
 
     from jongleur.models.q5 import Q5Weight
 
     hf = transformers.AutoModelForCausalLM.from_pretrained(q5_model_dir, torch_dtype=torch.float32).eval()
+    for module in hf.modules():
+        if isinstance(module, torch.nn.Linear):
+            module.register_forward_pre_hook(lambda _module, args: (int8_blocks(args[0]),))
     rng = random.Random(5)
     prompts = [[rng.randrange(3, hf.config.vocab_size) for _ in range(rng.randrange(1, 40))] for _ in range(8)]
-    refs = {i: hf_greedy(hf, p, NEW_TOKENS) for i, p in enumerate(prompts)}
     core = make_core(q5_model_dir, dtype="int8", max_num_batched_tokens=64)
     model = core.runner.model
     assert isinstance(model.model.layers[0].mlp.quantized, Q5Weight)
     assert isinstance(model.model.layers[0].self_attn.quantized_qkv[0], Q5Weight)
     assert isinstance(model.quantized_head, Q5Weight)
-    check_against_reference(run_all(core, [greedy_request("r0", prompts[0])]), {0: refs[0]})
-    check_against_reference(run_all(core, [greedy_request(f"r{i}", p) for i, p in enumerate(prompts)]), refs)
+    check_near_reference(hf, prompts[:1], run_all(core, [greedy_request("r0", prompts[0])]))
+    check_near_reference(hf, prompts, run_all(core, [greedy_request(f"r{i}", p) for i, p in enumerate(prompts)]))
+
+
+def test_q5_results_do_not_depend_on_how_the_step_was_scheduled(q5_model_dir):
+    """Int8 activations turn a last-bit difference into a visible one, so a token's logprobs must be
+    the same bits alone, in a batch, in small prefill chunks and after a prefix-cache hit (the
+    attention of every row runs as its own query). Seeded sampling relies on it."""
+    rng = random.Random(9)
+    prompts = [[rng.randrange(3, 300) for _ in range(n)] for n in (33, 17, 40, 5)]
+    alone = {}
+    for i, p in enumerate(prompts):
+        core = make_core(q5_model_dir, dtype="int8", enable_prefix_caching=False)
+        alone[i] = run_all(core, [greedy_request(f"r{i}", p)])
+    core = make_core(q5_model_dir, dtype="int8", max_num_seqs=4, max_num_batched_tokens=8)
+    batched = run_all(core, [greedy_request(f"r{i}", p) for i, p in enumerate(prompts)])
+    cached = run_all(core, [greedy_request(f"r{i}", p) for i, p in enumerate(prompts)])
+    assert core.stats().prefix_cache_hits > 0
+    for i in range(len(prompts)):
+        for result in (batched, cached):
+            assert result["tokens"][f"r{i}"] == alone[i]["tokens"][f"r{i}"]
+            assert result["logprobs"][f"r{i}"] == alone[i]["logprobs"][f"r{i}"]  # bit for bit
 
 
 def test_int8_is_refused_on_cuda_with_a_clear_error():

@@ -1,5 +1,6 @@
 """Q5_0 weights kept from a GGUF: recovered bit for bit from their dequantized values, and the
-kernel against a dense matmul over the same weights."""
+kernel against a dense matmul over the same weights and the same int8 activations (one scale per
+block of 32, llama.cpp's Q8_0 rounding)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from gguf import GGMLQuantizationType
-from tiny_model import gguf_round_trip
+from tiny_model import gguf_round_trip, int8_blocks
 
 from jongleur.models.cpu_kernels import kernels_available
 from jongleur.models.q5 import Q5Weight, q5_linear, quantize_exact
@@ -45,10 +46,25 @@ def test_kernel_matches_dense_matmul(m, n):
     q = quantize_exact(w)
     assert q is not None
     x, bias = torch.randn(m, 160), torch.randn(n)
-    # activations run as int16 with one scale per row (absmax / 32767): relative error ~1e-5 of the row
-    tol = {"rtol": 1e-4, "atol": 2e-3}
-    torch.testing.assert_close(q5_linear(x, q), F.linear(x, w), **tol)
-    torch.testing.assert_close(q5_linear(x, q, bias), F.linear(x, w, bias), **tol)
+    x[0, 32:64] *= 1000.0  # a block of outliers: its scale must not touch the other blocks
+    # the products are exact integers; only the fp32 sums' order differs from the reference
+    tol = {"rtol": 1e-5, "atol": 1e-3}
+    torch.testing.assert_close(q5_linear(x, q), F.linear(int8_blocks(x), w), **tol)
+    torch.testing.assert_close(q5_linear(x, q, bias), F.linear(int8_blocks(x), w, bias), **tol)
+    # and near the fp32 product: int8 activations cost ~0.3% of a block's largest value
+    plain = torch.randn(m, 160)
+    assert (q5_linear(plain, q) - F.linear(plain, w)).abs().max() < 0.02 * F.linear(plain, w).abs().max()
+
+
+def test_extreme_blocks_do_not_overflow_the_int16_sums():
+    """Weights at -16 and 15 against activations at +-127: an int16 lane reaches 16 * 16 * 127 = 32512."""
+    alternating = torch.full((16, 64), -16.0)
+    alternating[:, 1::2] = 15.0
+    for w in (torch.full((16, 64), -16.0), alternating):
+        q = quantize_exact(w)
+        assert q is not None
+        for x in (torch.full((3, 64), -1.0), torch.full((3, 64), 1.0), torch.sign(w[:3]) * -1.0):
+            torch.testing.assert_close(q5_linear(x, q), F.linear(x, w), rtol=0, atol=1e-3)
 
 
 def test_strided_and_batched_inputs():
@@ -56,7 +72,8 @@ def test_strided_and_batched_inputs():
     w = gguf_round_trip(torch.randn(12, 64))
     q = quantize_exact(w)
     wide = torch.randn(5, 128)
-    torch.testing.assert_close(q5_linear(wide[:, :64], q), F.linear(wide[:, :64], w), rtol=1e-4, atol=1e-3)
+    expected = F.linear(int8_blocks(wide[:, :64]), w)
+    torch.testing.assert_close(q5_linear(wide[:, :64], q), expected, rtol=1e-5, atol=1e-3)
     assert q5_linear(torch.randn(2, 3, 64), q).shape == (2, 3, 12)
     assert q5_linear(torch.empty(0, 64), q).shape == (0, 12)
     with pytest.raises(ValueError, match="float32 CPU input"):

@@ -3,8 +3,10 @@
 A GGUF tensor stored as Q5_0 arrives here dequantized to fp32 (the loader and the weight cache
 work in dense tensors). `quantize_exact` re-derives its blocks with llama.cpp's own rounding and
 keeps them only if they reproduce every value bit for bit, which they do for a tensor that came from
-Q5_0 and almost never do otherwise. Such a tensor then costs 0.75 bytes a weight per decode step
-instead of int8's 1.125, with no rounding added; every other tensor stays int8 (`q8`).
+Q5_0 and almost never do otherwise. Such a tensor then costs 0.625 bytes a weight (plus its
+scales) per decode step instead of int8's 1, with no rounding added; every other tensor stays int8
+(`q8`). Its activations run as int8 blocks of 32, as llama.cpp runs them against Q5_0 (see the
+kernel): twice the multiply-adds per instruction of the int16 path.
 """
 
 from __future__ import annotations

@@ -3,8 +3,9 @@
  * one vpmaddwd multiplies two k of eight columns by a broadcast pair of int16 activations and adds
  * them (16 multiply-adds an instruction, twice an fp32 FMA's 8 at the same issue rate). Sums are
  * exact in int32 within a block of 32 k, then scaled by the weight scales (per column and block)
- * into fp32 sums, and those by the activation row's one scale. A format (q8, q5) only says how a
- * panel unpacks to int16. Static: each kernel file gets its own copy. */
+ * into fp32 sums, and those by the activation row's one scale. q8 runs on this int16 path (its
+ * format only says how a panel unpacks); q5_linear.c has its own int8 tiles over the same panels.
+ * Static: each kernel file gets its own copy. */
 #ifndef JONGLEUR_KERNELS_COMMON_H
 #define JONGLEUR_KERNELS_COMMON_H
 
