@@ -1,4 +1,4 @@
-"""The C decode attention against the gather + SDPA path on the same paged cache."""
+"""The C paged attention (decodes, and every prefill row as its own query) against SDPA on the same paged cache."""
 
 from __future__ import annotations
 
@@ -33,4 +33,30 @@ def test_kernel_matches_sdpa(monkeypatch, heads, kv_heads, head_dim, window):
     ours = attention._decode_attention(q, k_cache, v_cache, meta, scale, window)
     monkeypatch.setattr(attention, "kernels_available", lambda: False)
     reference = attention._decode_attention(q, k_cache, v_cache, meta, scale, window)
+    torch.testing.assert_close(ours, reference, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize(("heads", "kv_heads", "head_dim", "window"), [(14, 2, 64, None), (4, 1, 256, 5)])
+def test_prefill_rows_through_the_kernel_match_sdpa(monkeypatch, heads, kv_heads, head_dim, window):
+    """A mixed step (a fresh prompt, a chunk after earlier context, decodes): every row runs through
+    the kernel as its own query and must agree with SDPA's causal prefill."""
+    rng = random.Random(7)
+    torch.manual_seed(7)
+    block_size, num_blocks = 4, 96
+    k_cache = torch.randn(num_blocks * block_size, kv_heads, head_dim)
+    v_cache = torch.randn(num_blocks * block_size, kv_heads, head_dim)
+    free = list(range(num_blocks))
+    rng.shuffle(free)
+    spans = []
+    for computed, new in ((0, 13), (5, 1), (22, 9), (30, 1), (0, 1)):
+        blocks = [free.pop() for _ in range((computed + new + block_size - 1) // block_size)]
+        spans.append((blocks, computed, new))
+    meta = build_attention_metadata(spans, block_size, torch.device("cpu"))
+    assert meta.rows is not None and meta.rows.positions.tolist()[:13] == list(range(13))
+    rows = sum(new for _, _, new in spans)
+    q, k, v = torch.randn(rows, heads, head_dim), torch.randn(rows, kv_heads, head_dim), torch.randn(rows, kv_heads, head_dim)
+    scale = head_dim**-0.5
+    ours = attention.paged_attention(q, k, v, k_cache.clone(), v_cache.clone(), meta, scale, window)
+    monkeypatch.setattr(attention, "kernels_available", lambda: False)
+    reference = attention.paged_attention(q, k, v, k_cache.clone(), v_cache.clone(), meta, scale, window)
     torch.testing.assert_close(ours, reference, rtol=1e-4, atol=1e-5)

@@ -49,9 +49,11 @@ static inline __m128 hsum4(__m256 a0, __m256 a1, __m256 a2, __m256 a3) {
     return _mm_add_ps(_mm256_castps256_ps128(t), _mm256_extractf128_ps(t, 1));
 }
 
-/* scores[g * n + j] = scale * q_g . k_j for the G query heads of a group: each key is read once per
- * four heads and the four dot products are reduced together (one hsum per head and key cost more
- * than the multiply-adds). */
+/* scores[g * n + j] = scale * q_g . k_j for the G query heads of a group. Two heads against four
+ * keys at a time: each load of a query or key vector feeds two or four multiply-adds (one head
+ * against one key fed one per load, and the loads bounded it). Every (head, key) score is the same
+ * sequence of operations wherever it falls (a missing key in the last four repeats a real one and
+ * is dropped), so a row's scores do not depend on its context's length modulo 4. */
 static void group_scores(const float *q, long G, long hd, const float *k_cache, const long *rows, long n,
                          float scale, float *scores) {
     if (hd % 8) {
@@ -60,50 +62,64 @@ static void group_scores(const float *q, long G, long hd, const float *k_cache, 
         return;
     }
     const __m128 vscale = _mm_set1_ps(scale);
-    for (long g0 = 0; g0 < G; g0 += 4) {
-        const long gn = G - g0 < 4 ? G - g0 : 4;
-        const float *qg = q + g0 * hd;
-        for (long j = 0; j < n; j++) {
-            const float *k = k_cache + rows[j];
-            if (g0 == 0 && j + AHEAD < n) prefetch_row(k_cache + rows[j + AHEAD], hd);
-            __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+    for (long j = 0; j < n; j += 4) {
+        const float *k[4];
+        for (int t = 0; t < 4; t++) k[t] = k_cache + rows[j + t < n ? j + t : n - 1];
+        if (j + AHEAD < n)
+            for (int t = 0; t < 4 && j + AHEAD + t < n; t++) prefetch_row(k_cache + rows[j + AHEAD + t], hd);
+        for (long g = 0; g < G; g += 2) {
+            const float *q0 = q + g * hd, *q1 = q + (g + 1 < G ? g + 1 : g) * hd;
+            __m256 a0[4], a1[4];
+            _Pragma("GCC unroll 4") for (int t = 0; t < 4; t++) a0[t] = a1[t] = _mm256_setzero_ps();
             for (long c = 0; c < hd; c += 8) {
-                const __m256 kv = _mm256_loadu_ps(k + c);
-                _Pragma("GCC unroll 4") for (int i = 0; i < 4; i++)
-                    if (i < gn) acc[i] = _mm256_fmadd_ps(_mm256_loadu_ps(qg + i * hd + c), kv, acc[i]);
+                const __m256 x0 = _mm256_loadu_ps(q0 + c), x1 = _mm256_loadu_ps(q1 + c);
+                _Pragma("GCC unroll 4") for (int t = 0; t < 4; t++) {
+                    const __m256 kv = _mm256_loadu_ps(k[t] + c);
+                    a0[t] = _mm256_fmadd_ps(x0, kv, a0[t]);
+                    a1[t] = _mm256_fmadd_ps(x1, kv, a1[t]);
+                }
             }
-            float s[4];
-            _mm_storeu_ps(s, _mm_mul_ps(hsum4(acc[0], acc[1], acc[2], acc[3]), vscale));
-            for (long i = 0; i < gn; i++) scores[(g0 + i) * n + j] = s[i];
+            float s0[4], s1[4];
+            _mm_storeu_ps(s0, _mm_mul_ps(hsum4(a0[0], a0[1], a0[2], a0[3]), vscale));
+            _mm_storeu_ps(s1, _mm_mul_ps(hsum4(a1[0], a1[1], a1[2], a1[3]), vscale));
+            for (int t = 0; t < 4 && j + t < n; t++) {
+                scores[g * n + j + t] = s0[t];
+                if (g + 1 < G) scores[(g + 1) * n + j + t] = s1[t];
+            }
         }
     }
 }
 
 /* out[g] = sum_j p[g * n + j] * v_j for the G query heads of a group (out[g] zeroed by the caller):
- * eight dimensions and up to eight heads at a time, so the sums stay in registers while the values
- * stream past (one load per value vector and one broadcast per weight, instead of a load and a
- * store of the output for every head and value). */
+ * four heads and sixteen dimensions at a time, so the sums stay in registers while the values
+ * stream past (two value loads and four broadcasts feed eight multiply-adds). Each output lane
+ * adds its products in key order, whatever the blocking. */
 static void weighted_values(const float *p, long n, long G, const float *v_cache, const long *rows, long hd,
                             float *out) {
-    if (hd % 8) {
+    if (hd % 16) {
         for (long j = 0; j < n; j++)
             for (long g = 0; g < G; g++) axpy(p[g * n + j], v_cache + rows[j], out + g * hd, hd);
         return;
     }
-    for (long g0 = 0; g0 < G; g0 += 8) {
-        const long gn = G - g0 < 8 ? G - g0 : 8;
+    for (long g0 = 0; g0 < G; g0 += 4) {
+        const long gn = G - g0 < 4 ? G - g0 : 4;
         const float *pg = p + g0 * n;
-        for (long c = 0; c < hd; c += 8) {
-            __m256 acc[8];
-            _Pragma("GCC unroll 8") for (int i = 0; i < 8; i++) acc[i] = _mm256_setzero_ps();
+        for (long c = 0; c < hd; c += 16) {
+            __m256 a0[4], a1[4];
+            _Pragma("GCC unroll 4") for (int i = 0; i < 4; i++) a0[i] = a1[i] = _mm256_setzero_ps();
             for (long j = 0; j < n; j++) {
-                if (c == 0 && j + AHEAD < n) prefetch_row(v_cache + rows[j + AHEAD], hd);
-                const __m256 v = _mm256_loadu_ps(v_cache + rows[j] + c);
-                _Pragma("GCC unroll 8") for (int i = 0; i < 8; i++)
-                    if (i < gn) acc[i] = _mm256_fmadd_ps(_mm256_broadcast_ss(pg + i * n + j), v, acc[i]);
+                if (c == 0 && g0 == 0 && j + AHEAD < n) prefetch_row(v_cache + rows[j + AHEAD], hd);
+                const __m256 v0 = _mm256_loadu_ps(v_cache + rows[j] + c), v1 = _mm256_loadu_ps(v_cache + rows[j] + c + 8);
+                _Pragma("GCC unroll 4") for (int i = 0; i < 4; i++) if (i < gn) {
+                    const __m256 w = _mm256_broadcast_ss(pg + i * n + j);
+                    a0[i] = _mm256_fmadd_ps(w, v0, a0[i]);
+                    a1[i] = _mm256_fmadd_ps(w, v1, a1[i]);
+                }
             }
-            _Pragma("GCC unroll 8") for (int i = 0; i < 8; i++)
-                if (i < gn) _mm256_storeu_ps(out + (g0 + i) * hd + c, acc[i]);
+            _Pragma("GCC unroll 4") for (int i = 0; i < 4; i++) if (i < gn) {
+                _mm256_storeu_ps(out + (g0 + i) * hd + c, a0[i]);
+                _mm256_storeu_ps(out + (g0 + i) * hd + c + 8, a1[i]);
+            }
         }
     }
 }
