@@ -14,15 +14,20 @@ from jongleur.models.cpu_kernels import kernels_available
 pytestmark = pytest.mark.skipif(not kernels_available(), reason="CPU kernels need AVX2+FMA and a C compiler")
 
 
-@pytest.mark.parametrize(("heads", "kv_heads", "head_dim", "window"), [(14, 2, 64, None), (4, 1, 256, 5), (8, 8, 40, None)])
-def test_kernel_matches_sdpa(monkeypatch, heads, kv_heads, head_dim, window):
-    rng = random.Random(heads * 100 + head_dim)
-    torch.manual_seed(heads)
-    block_size, num_blocks = 4, 64
+def paged_cache(seed: int, kv_heads: int, head_dim: int, num_blocks: int, block_size: int = 4):
+    """Random K/V caches and a shuffled list of free blocks to hand out."""
+    torch.manual_seed(seed)
     k_cache = torch.randn(num_blocks * block_size, kv_heads, head_dim)
     v_cache = torch.randn(num_blocks * block_size, kv_heads, head_dim)
     free = list(range(num_blocks))
-    rng.shuffle(free)
+    random.Random(seed).shuffle(free)
+    return k_cache, v_cache, free
+
+
+@pytest.mark.parametrize(("heads", "kv_heads", "head_dim", "window"), [(14, 2, 64, None), (4, 1, 256, 5), (8, 8, 40, None)])
+def test_kernel_matches_sdpa(monkeypatch, heads, kv_heads, head_dim, window):
+    block_size = 4
+    k_cache, v_cache, free = paged_cache(heads * 100 + head_dim, kv_heads, head_dim, 64, block_size)
     spans = []
     for length in (1, 3, 4, 5, 17, 30):  # tokens already computed; one new token each
         blocks = [free.pop() for _ in range((length + 1 + block_size - 1) // block_size)]
@@ -40,13 +45,8 @@ def test_kernel_matches_sdpa(monkeypatch, heads, kv_heads, head_dim, window):
 def test_prefill_rows_through_the_kernel_match_sdpa(monkeypatch, heads, kv_heads, head_dim, window):
     """A mixed step (a fresh prompt, a chunk after earlier context, decodes): every row runs through
     the kernel as its own query and must agree with SDPA's causal prefill."""
-    rng = random.Random(7)
-    torch.manual_seed(7)
-    block_size, num_blocks = 4, 96
-    k_cache = torch.randn(num_blocks * block_size, kv_heads, head_dim)
-    v_cache = torch.randn(num_blocks * block_size, kv_heads, head_dim)
-    free = list(range(num_blocks))
-    rng.shuffle(free)
+    block_size = 4
+    k_cache, v_cache, free = paged_cache(7, kv_heads, head_dim, 96, block_size)
     spans = []
     for computed, new in ((0, 13), (5, 1), (22, 9), (30, 1), (0, 1)):
         blocks = [free.pop() for _ in range((computed + new + block_size - 1) // block_size)]
