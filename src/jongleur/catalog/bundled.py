@@ -10,12 +10,13 @@ from __future__ import annotations
 import hashlib
 import importlib
 import importlib.util
-import os
 from dataclasses import dataclass
 from importlib.resources import files
 from pathlib import Path
 
 from tqdm import tqdm
+
+from jongleur.paths import data_dir
 
 QWEN_NAME = "qwen2.5-coder-0.5b-instruct"
 QWEN_FILE = "qwen2.5-coder-0.5b-instruct.gguf"
@@ -39,8 +40,7 @@ class BundledFile:
 
 
 def default_cache_dir() -> Path:
-    root = os.environ.get("JONGLEUR_DATA_DIR") or os.path.join(Path.home(), ".jongleur")
-    return Path(root) / "bundled"
+    return data_dir() / "bundled"
 
 
 def sha256_file(path: Path, progress: bool = False) -> str:

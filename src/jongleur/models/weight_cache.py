@@ -26,6 +26,8 @@ import torch
 from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
+from jongleur.paths import cache_dir
+
 log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 2
@@ -34,8 +36,7 @@ _PIECE = 64 << 20
 
 
 def default_cache_dir() -> Path:
-    root = os.environ.get("JONGLEUR_DATA_DIR") or os.path.join(Path.home(), ".jongleur")
-    return Path(root) / "cache"
+    return cache_dir()
 
 
 def sha256_file(path: Path, progress: bool = False) -> str:

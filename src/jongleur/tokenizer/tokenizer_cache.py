@@ -16,13 +16,14 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from jongleur.paths import cache_dir
+
 # bump when the builder's output changes, so stale entries are not reused
 BUILDER_VERSION = "2"
 
 
 def default_tokenizer_cache_dir() -> Path:
-    root = os.environ.get("JONGLEUR_DATA_DIR") or os.path.join(Path.home(), ".jongleur")
-    return Path(root) / "cache" / "tokenizers"
+    return cache_dir() / "tokenizers"
 
 
 def entry_key(identity: str) -> str:
