@@ -36,6 +36,20 @@ def load_tokenizer(path: str, cache_dir: str | None = None):  # -> jongleur.toke
     return Tokenizer.from_gguf(source, cache_dir=Path(cache_dir) / "tokenizers" if cache_dir else None)
 
 
+def _packed_weights(loaded, config: EngineConfig, cache_dir: str | None):  # -> PackedWeightCache | None
+    """The packed int8 weights' cache, for a GGUF (whose conversion is cached) in `int8` mode."""
+    from jongleur.engine.core import resolve_weight_mode
+
+    if loaded.format != "gguf" or resolve_weight_mode(config.dtype, torch.device(config.device)) != "int8":
+        return None
+    from pathlib import Path
+
+    from jongleur.models.packed_cache import PackedWeightCache
+    from jongleur.models.weight_cache import WeightCache, default_cache_dir
+
+    return PackedWeightCache(WeightCache(Path(cache_dir) if cache_dir else default_cache_dir()), loaded.source_path)
+
+
 def build_engine(spec: EngineSpec):  # -> tuple[EngineCore, EngineInfo]
     from jongleur.engine.core import EngineCore, resolve_dtype
     from jongleur.models.loader import load_model
@@ -60,7 +74,10 @@ def build_engine(spec: EngineSpec):  # -> tuple[EngineCore, EngineInfo]
         compiler = ThreadPoolExecutor(1, thread_name_prefix="grammar").submit(
             GrammarCompiler, tokenizer.backend, loaded.config.vocab_size, eos
         )
-    core = EngineCore(loaded.model, config, eos, vocab_size=vocab_size, grammar_compiler=compiler)
+    core = EngineCore(
+        loaded.model, config, eos, vocab_size=vocab_size, grammar_compiler=compiler,
+        packed_weights=_packed_weights(loaded, config, spec.cache_dir),
+    )
     info = EngineInfo(
         model_name=spec.model_name,
         architecture=loaded.config.architecture,

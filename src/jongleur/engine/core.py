@@ -11,6 +11,7 @@ import dataclasses
 import time
 from concurrent.futures import Future
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -24,6 +25,9 @@ from jongleur.engine.sequence import Sequence, sequences_from_request
 from jongleur.engine.structured import GrammarCompiler, GrammarStateError
 from jongleur.engine.types import EngineOutput, EngineRequest, EngineStats, FinishReason, TokenLogprob
 from jongleur.models.base import CausalLM
+
+if TYPE_CHECKING:
+    from jongleur.models.packed_cache import PackedWeightCache
 
 
 @dataclass
@@ -68,6 +72,7 @@ class EngineCore:
         vocab_size: int | None = None,
         grammar_compiler: Future[GrammarCompiler] | None = None,
         kv_dtype: torch.dtype | None = None,
+        packed_weights: PackedWeightCache | None = None,
     ) -> None:
         self.model = model
         self.config = config
@@ -81,7 +86,11 @@ class EngineCore:
         if self.weight_mode == "int8":
             from jongleur.models.quantize import quantize_model
 
-            quantize_model(model)  # type: ignore[arg-type]
+            if packed_weights is not None:
+                quantize_model(model, packed_weights.quantize)  # type: ignore[arg-type]
+                packed_weights.save()
+            else:
+                quantize_model(model)  # type: ignore[arg-type]
         kv_dtype = kv_dtype or (param.dtype if param.is_floating_point() else torch.float32)
         num_blocks = config.num_blocks or self._blocks_for_budget(kv_dtype)
         self.kv = KVCacheManager(num_blocks, config.block_size, config.enable_prefix_caching)

@@ -5,6 +5,8 @@ norms, RoPE and gated activations switch to the fused C ops (`fused`): activatio
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
 from jongleur.models.q5 import Q5Weight, quantize_exact
@@ -15,14 +17,15 @@ def quantize_weight(weight: torch.Tensor) -> Q5Weight | Q8Weight:
     return quantize_exact(weight) or quantize(weight)
 
 
-def quantize_model(model: torch.nn.Module) -> None:
+def quantize_model(model: torch.nn.Module, quantize: Callable[[torch.Tensor], Q5Weight | Q8Weight] = quantize_weight) -> None:
     """Convert a loaded model in place. Modules that know how (`quantize_weights(quantize)`: fused
     QKV, fused gate/up, plain linears, the tied head) fuse and convert themselves and drop their
-    dense weights; modules with `enable_cpu_kernels` switch to the fused C ops."""
+    dense weights; modules with `enable_cpu_kernels` switch to the fused C ops. `quantize` may
+    serve the packed weights from a cache (`packed_cache`): it is asked in a fixed order."""
     for module in list(model.modules()):  # parents first: fused owners before their linears
         convert = getattr(module, "quantize_weights", None)
         if convert is not None:
-            convert(quantize_weight)
+            convert(quantize)
         enable = getattr(module, "enable_cpu_kernels", None)
         if enable is not None:
             enable()

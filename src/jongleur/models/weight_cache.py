@@ -5,6 +5,8 @@ Layout of the cache directory:
 - `<source-sha256[:32]>-<dtype>.safetensors`: the converted state dict (HF names, final dtype);
 - `<source-sha256[:32]>-<dtype>.json`: its manifest (source SHA-256, dtype, SHA-256 of the
   safetensors file, as `chunked_digest`), written last, so an entry without a manifest is never used;
+- `<source-sha256[:32]>-packed-<kernels digest>.*`: the same for the `int8` mode's packed weights
+  (`packed_cache.py`), a variant in place of the dtype;
 - `sources/<sha256(path)[:32]>.json`: (size, mtime_ns) -> SHA-256 of a source file, so a warm load
   does not re-hash a file that has not changed.
 
@@ -75,8 +77,9 @@ def _write_json_atomic(path: Path, data: dict) -> None:
     os.replace(tmp, path)
 
 
-def _dtype_name(dtype: torch.dtype) -> str:
-    return str(dtype).removeprefix("torch.")
+def _dtype_name(dtype: torch.dtype | str) -> str:
+    """A dtype's name, or a variant's own (the packed int8 weights: `packed.PackedWeightCache`)."""
+    return dtype if isinstance(dtype, str) else str(dtype).removeprefix("torch.")
 
 
 class WeightCache:
@@ -101,11 +104,11 @@ class WeightCache:
             log.warning("cannot write the source stamp in %s: %s", self.root, e)
         return digest
 
-    def _entry(self, digest: str, dtype: torch.dtype) -> tuple[Path, Path]:
+    def _entry(self, digest: str, dtype: torch.dtype | str) -> tuple[Path, Path]:
         stem = f"{digest[:32]}-{_dtype_name(dtype)}"
         return self.root / f"{stem}.safetensors", self.root / f"{stem}.json"
 
-    def get(self, source: Path, dtype: torch.dtype) -> dict[str, torch.Tensor] | None:
+    def get(self, source: Path, dtype: torch.dtype | str) -> dict[str, torch.Tensor] | None:
         """The cached state dict for `source` in `dtype`, or None (miss, stale or corrupt entry)."""
         try:
             digest = self.source_digest(source)
@@ -128,7 +131,7 @@ class WeightCache:
             log.warning("weight cache unusable for %s: %s", source.name, e)
             return None
 
-    def put(self, source: Path, dtype: torch.dtype, state: dict[str, torch.Tensor]) -> None:
+    def put(self, source: Path, dtype: torch.dtype | str, state: dict[str, torch.Tensor]) -> None:
         """Store `state` for `source`; errors (disk full, read-only) are logged, not raised."""
         try:
             digest = self.source_digest(source)
