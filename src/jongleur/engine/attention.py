@@ -214,7 +214,7 @@ def paged_attention(
     q: [T, H, D]; k, v: [T, KVH, D]; caches: [slots, KVH, D]. Returns [T, H, D].
     """
     write_kv(k_cache, v_cache, k, v, meta.slot_mapping)
-    if meta.prefills and meta.rows is not None and _uses_cpu_kernel(q, k_cache):
+    if meta.rows is not None and _uses_cpu_kernel(q, k_cache):  # rows: a step with prefills, on CPU
         return _rows_attention_cpu_kernel(q, k_cache, v_cache, meta.rows, meta.block_size, scale, sliding_window)
     num_heads, num_kv_heads = q.shape[1], k.shape[1]
     gqa = num_heads != num_kv_heads
@@ -281,16 +281,15 @@ def build_attention_metadata(
     slot_parts: list[torch.Tensor] = []
     row = 0
     for block_table, computed, new in spans:
-        span_tables.append(block_table[: -(-(computed + new) // block_size)])
+        context_len = computed + new
+        table = block_table[: -(-context_len // block_size)]  # the blocks its context fills
+        span_tables.append(table)
         if new == 1 and computed > 0:
             dec_rows.append(row)
-            nblocks = computed // block_size + 1
-            dec_tables.append(block_table[:nblocks])
+            dec_tables.append(table)
             dec_positions.append(computed)
         else:
-            context_len = computed + new
-            nblocks = -(-context_len // block_size)
-            slots = _slots(torch.tensor(block_table[:nblocks], dtype=torch.long), 0, context_len, block_size)
+            slots = _slots(torch.tensor(table, dtype=torch.long), 0, context_len, block_size)
             slot_parts.append(slots[computed:])
             prefills.append(
                 PrefillSpan(
@@ -323,7 +322,8 @@ def build_attention_metadata(
         decode_positions=positions.to(device),
         block_size=block_size,
         decode_rows=slice(dec_rows[0], dec_rows[0] + d) if contiguous else None,
-        rows=_row_contexts(spans, span_tables, device) if prefills else None,
+        # only the CPU kernel reads them (see paged_attention)
+        rows=_row_contexts(spans, span_tables, device) if prefills and device.type == "cpu" else None,
     )
 
 

@@ -42,12 +42,10 @@ def _packed_weights(loaded, config: EngineConfig, cache_dir: str | None):  # -> 
 
     if loaded.format != "gguf" or resolve_weight_mode(config.dtype, torch.device(config.device)) != "int8":
         return None
-    from pathlib import Path
-
     from jongleur.models.packed_cache import PackedWeightCache
-    from jongleur.models.weight_cache import WeightCache, default_cache_dir
+    from jongleur.models.weight_cache import WeightCache
 
-    return PackedWeightCache(WeightCache(Path(cache_dir) if cache_dir else default_cache_dir()), loaded.source_path)
+    return PackedWeightCache(WeightCache.at(cache_dir), loaded.source_path)
 
 
 def build_engine(spec: EngineSpec):  # -> tuple[EngineCore, EngineInfo]

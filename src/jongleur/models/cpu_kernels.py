@@ -67,13 +67,18 @@ def _build(target: Path) -> None:
         os.replace(out, target)  # atomic: a concurrent process sees the old file or the whole new one
 
 
+def sources_digest() -> str:
+    """SHA-256 of the kernels' sources and flags: names the built library, and the packed weights'
+    cache (`packed_cache`), whose layout the sources define."""
+    return hashlib.sha256(b"".join(p.read_bytes() for p in _SOURCES + _HEADERS) + " ".join(_FLAGS).encode()).hexdigest()
+
+
 def _open() -> ctypes.CDLL:
     if not {"avx2", "fma"} <= cpu_flags():
         raise KernelsUnavailableError("the CPU kernels need an x86-64 CPU with AVX2 and FMA")
     from jongleur.models.weight_cache import default_cache_dir
 
-    digest = hashlib.sha256(b"".join(p.read_bytes() for p in _SOURCES + _HEADERS) + " ".join(_FLAGS).encode())
-    target = default_cache_dir() / "kernels" / f"jongleur-cpu-{digest.hexdigest()[:16]}.so"
+    target = default_cache_dir() / "kernels" / f"jongleur-cpu-{sources_digest()[:16]}.so"
     if not target.exists():
         log.info("building the CPU kernels (once) into %s", target)
         _build(target)

@@ -27,7 +27,7 @@ from jongleur.models.validation import (
     expected_shapes,
     materialize,
 )
-from jongleur.models.weight_cache import WeightCache, default_cache_dir
+from jongleur.models.weight_cache import WeightCache
 
 __all__ = ["LoadedModel", "ModelLoadError", "load_model", "select_dtype"]
 
@@ -129,7 +129,7 @@ def load_model(
         metadata: dict[str, Any] = {}
         from_cache = False
     elif source.is_file():
-        cache = WeightCache(Path(cache_dir) if cache_dir else default_cache_dir()) if use_cache else None
+        cache = WeightCache.at(cache_dir) if use_cache else None
         model, config, metadata, from_cache = _load_gguf(source, dtype, target, cache, progress)
         fmt = "gguf"
     else:

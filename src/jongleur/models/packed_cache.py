@@ -11,12 +11,12 @@ layout never reads an old file.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from pathlib import Path
 
 import torch
 
+from jongleur.models.cpu_kernels import sources_digest
 from jongleur.models.q5 import Q5Weight
 from jongleur.models.q8 import Q8Weight
 from jongleur.models.quantize import quantize_weight
@@ -25,13 +25,6 @@ from jongleur.models.weight_cache import WeightCache
 log = logging.getLogger(__name__)
 
 _Q5, _Q8 = 5, 8
-
-
-def _layout_digest() -> str:
-    from jongleur.models import cpu_kernels
-
-    sources = cpu_kernels._SOURCES + cpu_kernels._HEADERS
-    return hashlib.sha256(b"".join(p.read_bytes() for p in sources)).hexdigest()[:12]
 
 
 def _fingerprint(weight: torch.Tensor) -> torch.Tensor:
@@ -46,7 +39,7 @@ class PackedWeightCache:
 
     def __init__(self, cache: WeightCache, source: Path) -> None:
         self.cache, self.source = cache, source
-        self.variant = f"packed-{_layout_digest()}"
+        self.variant = f"packed-{sources_digest()[:12]}"
         self.stored = cache.get(source, self.variant) or {}
         self.made: list[Q5Weight | Q8Weight] = []
         self.fingerprints: list[torch.Tensor] = []

@@ -78,13 +78,18 @@ def _write_json_atomic(path: Path, data: dict) -> None:
 
 
 def _dtype_name(dtype: torch.dtype | str) -> str:
-    """A dtype's name, or a variant's own (the packed int8 weights: `packed.PackedWeightCache`)."""
+    """A dtype's name, or a variant's own (the packed int8 weights: `packed_cache.PackedWeightCache`)."""
     return dtype if isinstance(dtype, str) else str(dtype).removeprefix("torch.")
 
 
 class WeightCache:
     def __init__(self, root: Path) -> None:
         self.root = root
+
+    @classmethod
+    def at(cls, cache_dir: str | Path | None) -> WeightCache:
+        """The cache in `cache_dir`, or in the default one."""
+        return cls(Path(cache_dir) if cache_dir else default_cache_dir())
 
     def source_digest(self, source: Path) -> str:
         """SHA-256 of `source`, memoized by resolved path, size and mtime."""

@@ -119,10 +119,7 @@ static void q5_row(const int8_t *xq, const float *xs, const int32_t *init, const
         }
         flush_block(f, a0, a1, _mm256_loadu_ps(ws + b * PANEL), _mm256_loadu_ps(ws + b * PANEL + 8), xs[b]);
     }
-    float out[PANEL];
-    _mm256_storeu_ps(out, f[0]);
-    _mm256_storeu_ps(out + 8, f[1]);
-    for (long n = 0; n < cols; n++) y[n] = out[n] + (bias ? bias[n] : 0.0f);
+    store_row(f, 1.0f, bias, cols, y); /* the activation scales are in f already */
 }
 
 /* MT rows against an unpacked panel (wq, block scales ws): y[MT][cols] (+ bias). */
@@ -144,12 +141,7 @@ static void q5_row(const int8_t *xq, const float *xs, const int32_t *init, const
             const __m256 s0 = _mm256_loadu_ps(ws + b * PANEL), s1 = _mm256_loadu_ps(ws + b * PANEL + 8); \
             UNROLL for (int m = 0; m < MT; m++) flush_block(f[m], a[m][0], a[m][1], s0, s1, xs[m * nb + b]); \
         }                                                                                           \
-        for (int m = 0; m < MT; m++) {                                                              \
-            float out[PANEL];                                                                       \
-            _mm256_storeu_ps(out, f[m][0]);                                                         \
-            _mm256_storeu_ps(out + 8, f[m][1]);                                                     \
-            for (long n = 0; n < cols; n++) y[m * ldy + n] = out[n] + (bias ? bias[n] : 0.0f);      \
-        }                                                                                           \
+        for (int m = 0; m < MT; m++) store_row(f[m], 1.0f, bias, cols, y + m * ldy);                \
     }
 
 Q5_TILE(1) Q5_TILE(2) Q5_TILE(3) Q5_TILE(4)
